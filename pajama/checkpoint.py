@@ -1,0 +1,134 @@
+"""Checkpoints: one directory per save, written atomically, the last K kept.
+
+Layout of ``<out_dir>/checkpoints/step-00001000/``:
+
+* ``meta.json``: step, tokens seen, model and training config, tokenizer checksum;
+* ``state``: model, optimizer, step, data-loader position and RNG states, as Fabric saves
+  them: one ``torch.save`` file on a single device or DDP, a sharded distributed-checkpoint
+  directory under FSDP.
+
+Everything is written under a hidden temporary name and renamed when every rank has
+finished, so a kill during a save leaves the previous checkpoint as the newest one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import torch
+
+from pajama import PajamaError
+from pajama.model import ModelConfig
+
+CHECKPOINTS = "checkpoints"
+META = "meta.json"
+STATE = "state"
+
+
+def checkpoint_dir(out_dir: Path, step: int) -> Path:
+    return Path(out_dir) / CHECKPOINTS / f"step-{step:08d}"
+
+
+def list_checkpoints(out_dir: Path) -> list[Path]:
+    """Complete checkpoints under ``out_dir``, oldest first."""
+    root = Path(out_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("step-*") if (p / META).is_file() and (p / STATE).exists())
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(fabric, out_dir: Path, step: int, state: dict, meta: dict, keep_last: int) -> Path:
+    """Save ``state`` (through Fabric, so each strategy writes its own way) and ``meta``;
+    rename into place once all ranks are done; keep the ``keep_last`` newest."""
+    final = checkpoint_dir(out_dir, step)
+    tmp = final.with_name(f".{final.name}.tmp")
+    if fabric.global_rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    fabric.barrier()
+    fabric.save(tmp / STATE, state)
+    if fabric.global_rank == 0:
+        (tmp / META).write_text(json.dumps(meta, indent=1, default=str))
+    fabric.barrier()
+    if fabric.global_rank == 0:
+        if final.exists():  # an older save of the same step (a rerun): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+        for old in list_checkpoints(out_dir)[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    fabric.barrier()
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_meta(path: Path) -> dict:
+    path = resolve(path)
+    return json.loads((path / META).read_text())
+
+
+def resolve(path: Path) -> Path:
+    """A checkpoint directory from a checkpoint, a run's ``out_dir`` (its newest) or ``state``."""
+    path = Path(path).expanduser()
+    if path.name == STATE:
+        path = path.parent
+    if (path / META).is_file():
+        return path
+    found = list_checkpoints(path)
+    if found:
+        return found[-1]
+    raise PajamaError(f"{path}: no checkpoint found (expected a {CHECKPOINTS}/step-* directory with {META} and {STATE})")
+
+
+def load_model_weights(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict]:
+    """(model config, full model state dict on CPU, meta) of a checkpoint, without GPUs and
+    without unpickling anything but tensors; works for full and sharded checkpoints."""
+    path = resolve(path)
+    meta = read_meta(path)
+    config = ModelConfig(**meta["model"])
+    state_path = path / STATE
+    if state_path.is_dir():
+        weights = _load_sharded_model(state_path)
+    else:
+        weights = torch.load(state_path, map_location="cpu", weights_only=True, mmap=True)["model"]
+    return config, weights, meta
+
+
+def _load_sharded_model(state_path: Path) -> dict[str, torch.Tensor]:
+    """The model entries of a distributed (DCP) checkpoint, loaded in this one process."""
+    import torch.distributed.checkpoint as dcp
+
+    reader = dcp.FileSystemReader(str(state_path))
+    metadata = reader.read_metadata()
+    prefix = "model."
+    state = {}
+    for key, item in metadata.state_dict_metadata.items():
+        if key.startswith(prefix) and hasattr(item, "size"):
+            state[key] = torch.empty(item.size, dtype=item.properties.dtype)
+    dcp.load(state, storage_reader=reader, no_dist=True)
+    return {k[len(prefix) :]: v for k, v in state.items()}

@@ -1,0 +1,105 @@
+"""The ``pajama`` command: one subcommand per step of the pipeline.
+
+Every subcommand takes ``--help`` and ``--config FILE.yaml``; flags are the function's (or
+the config dataclass's) parameters, with the names of lit-llama's RedPajama howto.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from collections.abc import Callable
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from pajama import PajamaError
+
+
+def _commands() -> dict[str, Callable | dict[str, Callable]]:
+    # Imported here so that ``import pajama.cli`` stays cheap for the worker processes.
+    from pajama import download, generate, model_info, train
+    from pajama.prepare import prepare
+    from pajama.tokenizer import train_tokenizer
+
+    return {
+        "download": download.download,
+        "tokenizer": {"train": train_tokenizer},
+        "prepare": prepare,
+        "pretrain": train.pretrain,
+        "generate": generate.generate,
+        "model": model_info.model,
+    }
+
+
+def _summary(target: Callable) -> str:
+    doc = (target.__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def _config_class(target: Callable) -> type | None:
+    """The dataclass of a command that takes one config object (its fields become the flags)."""
+    hints = typing.get_type_hints(target)
+    hints.pop("return", None)
+    if len(hints) == 1:
+        (cls,) = hints.values()
+        if dataclasses.is_dataclass(cls):
+            return cls
+    return None
+
+
+def _subparser(target: Callable) -> ArgumentParser:
+    parser = ArgumentParser(description=(target.__doc__ or "").strip().split("\n\n")[0] or None)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the flags below.")
+    config_class = _config_class(target)
+    if config_class is not None:
+        parser.add_class_arguments(config_class, as_positional=False)
+    elif target.__name__ == "model":  # ``pajama model 7B``: the preset name reads best as a positional
+        parser.add_argument("name", nargs="?", default=None, help="preset name; none: list every preset")
+        parser.add_function_arguments(target, skip={"name"}, as_positional=False)
+    else:
+        parser.add_function_arguments(target, as_positional=False)
+    return parser
+
+
+def build_parser() -> tuple[ArgumentParser, dict]:
+    commands = _commands()
+    parser = ArgumentParser(prog="pajama", description="Pre-train LLaMA models on RedPajama.")
+    sub = parser.add_subcommands(dest="command")
+    for name, target in commands.items():
+        if isinstance(target, dict):
+            group = ArgumentParser(description=f"pajama {name} subcommands")
+            sub.add_subcommand(name, group, help=f"{name}: {', '.join(target)}")
+            inner = group.add_subcommands(dest="action")
+            for action, fn in target.items():
+                inner.add_subcommand(action, _subparser(fn), help=_summary(fn))
+        else:
+            sub.add_subcommand(name, _subparser(target), help=_summary(target))
+    return parser, commands
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser, commands = build_parser()
+    ns = parser.parse_args(argv)
+    target = commands[ns.command]
+    args = ns[ns.command]
+    if isinstance(target, dict):
+        target = target[args.action]
+        args = args[args.action]
+    kwargs = {k: v for k, v in vars(args.clone()).items() if k not in ("config", "__path__")}
+    config_class = _config_class(target)
+    try:
+        if config_class is not None:
+            target(config_class(**kwargs))
+        else:
+            target(**kwargs)
+    except PajamaError as e:
+        print(f"pajama: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("pajama: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Training data: prepared chunk files as per-subset token streams, and the mixture sampler.
+
+Each subset's chunk files, in name order, form one stream of real tokens (padding excluded,
+using the manifest). The stream is cut into non-overlapping blocks of ``seq_len + 1`` tokens
+(input and shifted target). The tail of each stream is held out for validation when no
+separate validation directory is given.
+
+The sampler defines one endless global sequence of samples, the same for any number of
+devices: global sample ``g`` picks its subset by a hash of ``(seed, g)`` against the mixture
+weights, and takes the next block of that subset in a per-epoch pseudo-random permutation
+(a keyed Feistel network: no permutation array, so memory stays flat in corpus size). An
+optimizer step consumes the next ``global_batch`` samples; rank ``r`` of ``W`` takes the
+``r``-th contiguous slice. Its whole state is the step and per-subset counters, so a resumed
+run reads exactly the samples the uninterrupted run would have read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from pajama import PajamaError
+from pajama.chunks import open_chunk, read_header
+from pajama.prepare import MANIFEST, SETTINGS
+from pajama.sources import LLAMA_WEIGHTS, SUBSETS, subset_of_prefix
+
+MASK64 = (1 << 64) - 1
+
+
+@dataclass
+class Stream:
+    """The real tokens of one subset, across its chunk files."""
+
+    name: str
+    files: list[Path]
+    lengths: np.ndarray  # real tokens per file
+    offsets: np.ndarray  # start of each file in the stream (len(files) + 1 entries)
+
+    @classmethod
+    def of(cls, name: str, files: list[Path], lengths: list[int]) -> "Stream":
+        lengths_arr = np.asarray(lengths, dtype=np.int64)
+        return cls(name, files, lengths_arr, np.concatenate([[0], np.cumsum(lengths_arr)]))
+
+    @property
+    def tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    def read(self, start: int, length: int) -> np.ndarray:
+        """Tokens [start, start + length) of the stream, across file boundaries."""
+        out = np.empty(length, dtype=np.int64)
+        i = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        done = 0
+        while done < length:
+            begin = start + done - int(self.offsets[i])
+            take = min(length - done, int(self.lengths[i]) - begin)
+            out[done : done + take] = _memmap(self.files[i])[begin : begin + take]
+            done += take
+            i += 1
+        return out
+
+
+@lru_cache(maxsize=512)
+def _memmap(path: Path) -> np.ndarray:
+    return open_chunk(path)
+
+
+@dataclass
+class PreparedData:
+    """A prepared directory: one stream per subset, and what it was made with."""
+
+    directory: Path
+    streams: dict[str, Stream]
+    tokenizer_sha256: str | None  # None for lit-llama data (no manifest)
+    vocab_size: int | None
+
+
+def load_prepared(directory: Path) -> PreparedData:
+    """Read a directory written by ``pajama prepare`` (or lit-llama's prepare, no manifest)."""
+    directory = Path(directory).expanduser().resolve()
+    if not directory.is_dir():
+        raise PajamaError(f"{directory}: data directory not found")
+    manifest_path = directory / MANIFEST
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        by_subset: dict[str, tuple[list[Path], list[int]]] = {}
+        for chunk in manifest["chunks"]:
+            path = directory / chunk["file"]
+            if not path.exists():
+                raise PajamaError(f"{path}: listed in {manifest_path} but missing")
+            files, lengths = by_subset.setdefault(chunk["subset"], ([], []))
+            files.append(path)
+            lengths.append(chunk["tokens"])
+        streams = {s: Stream.of(s, f, n) for s, (f, n) in sorted(by_subset.items()) if sum(n)}
+        sha, vocab = manifest["tokenizer"]["sha256"], manifest["tokenizer"]["vocab_size"]
+    elif (directory / SETTINGS).exists():
+        raise PajamaError(f"{directory}: prepare has not finished (no {MANIFEST}); rerun the same pajama prepare command to complete it")
+    else:
+        # lit-llama's output: no record of the padding, so whole chunks are used, as lit-llama did.
+        by_subset = {}
+        for path in sorted(directory.glob("*.bin")):
+            subset = subset_of_prefix(path.name)
+            if subset is None:
+                raise PajamaError(f"{path}: cannot tell which subset this chunk file belongs to (names start with one of {', '.join(SUBSETS)} or cc)")
+            _, chunk_size = read_header(path)
+            files, lengths = by_subset.setdefault(subset, ([], []))
+            files.append(path)
+            lengths.append(chunk_size)
+        streams = {s: Stream.of(s, f, n) for s, (f, n) in sorted(by_subset.items())}
+        sha = vocab = None
+    if not streams:
+        raise PajamaError(f"{directory}: no prepared chunk files found (run pajama prepare first)")
+    return PreparedData(directory, streams, sha, vocab)
+
+
+def mixture(subsets: list[str], weights: dict[str, float] | None = None) -> np.ndarray:
+    """Sampling probabilities of ``subsets``: the given (or LLaMA's) weights, renormalised over
+    the subsets present."""
+    weights = LLAMA_WEIGHTS if weights is None else weights
+    unknown = sorted(set(weights) - set(SUBSETS))
+    if unknown:
+        raise PajamaError(f"mixture weights name unknown subset(s) {', '.join(unknown)}; known: {', '.join(SUBSETS)}")
+    p = np.array([float(weights.get(s, 0.0)) for s in subsets])
+    if (p < 0).any() or p.sum() <= 0:
+        raise PajamaError(f"mixture weights must be >= 0 with a positive sum over the subsets present ({', '.join(subsets)})")
+    return p / p.sum()
+
+
+def _mix(x: int) -> int:
+    """splitmix64 finaliser: a well-spread 64-bit hash of an integer."""
+    x = (x + 0x9E3779B97F4A7C15) & MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
+    return x ^ (x >> 31)
+
+
+def permute(i: int, n: int, key: int) -> int:
+    """Position ``i`` of a pseudo-random permutation of ``range(n)`` chosen by ``key``: a
+    4-round Feistel network on the smallest even power of two >= n, cycle-walking back into
+    range. O(1) memory, a bijection for every n."""
+    if n <= 1:
+        return 0
+    half = max(1, math.ceil(math.log2(n) / 2))
+    mask = (1 << half) - 1
+    x = i
+    while True:
+        left, right = x >> half, x & mask
+        for r in range(4):
+            left, right = right, left ^ (_mix(key ^ (r << 56) ^ right) & mask)
+        x = (left << half) | right
+        if x < n:
+            return x
+
+
+@dataclass
+class Split:
+    """Which blocks of each stream a sampler draws from: [first, first + count)."""
+
+    stream: Stream
+    first: int
+    count: int
+
+
+def split_blocks(data: PreparedData, block: int, val_fraction: float, holdout: bool) -> tuple[dict[str, Split], dict[str, Split]]:
+    """Train and validation blocks of every subset. With ``holdout``, the last
+    ``val_fraction`` of each subset's blocks (at least one) is validation; blocks never overlap."""
+    train, val = {}, {}
+    for name, stream in data.streams.items():
+        n = stream.tokens // block
+        if n == 0:
+            raise PajamaError(f"{data.directory}: subset {name} has {stream.tokens} tokens, fewer than one sequence of {block}")
+        n_val = min(max(1, round(n * val_fraction)), n - 1) if holdout and n > 1 else 0
+        train[name] = Split(stream, 0, n - n_val)
+        if n_val:
+            val[name] = Split(stream, n - n_val, n_val)
+    return train, val
+
+
+class MixtureSampler:
+    """The endless, deterministic global sequence of training samples (see module docstring)."""
+
+    def __init__(self, splits: dict[str, Split], weights: dict[str, float] | None, block: int, seed: int) -> None:
+        self.names = sorted(splits)
+        self.splits = [splits[n] for n in self.names]
+        self.cumulative = np.cumsum(mixture(self.names, weights))
+        self.block, self.seed = block, seed
+        self.counts = [0] * len(self.names)  # samples drawn per subset so far
+        self.next_sample = 0  # global index of the next sample
+
+    def state_dict(self) -> dict:
+        return {"next_sample": self.next_sample, "counts": dict(zip(self.names, self.counts))}
+
+    def load_state_dict(self, state: dict) -> None:
+        if sorted(state["counts"]) != self.names:
+            raise PajamaError(f"the checkpoint's data has subsets {sorted(state['counts'])}, this data has {self.names}")
+        self.next_sample = state["next_sample"]
+        self.counts = [state["counts"][n] for n in self.names]
+
+    def draw(self, count: int) -> list[tuple[int, int]]:
+        """The next ``count`` global samples as (subset index, block index)."""
+        out = []
+        for g in range(self.next_sample, self.next_sample + count):
+            u = _mix(self.seed * 0x100000001B3 ^ _mix(g)) / 2.0**64
+            s = min(int(np.searchsorted(self.cumulative, u, side="right")), len(self.names) - 1)
+            split = self.splits[s]
+            epoch, i = divmod(self.counts[s], split.count)
+            key = _mix((self.seed << 32) ^ (s << 24) ^ epoch)
+            out.append((s, split.first + permute(i, split.count, key)))
+            self.counts[s] += 1
+        self.next_sample += count
+        return out
+
+    def read(self, samples: list[tuple[int, int]]) -> np.ndarray:
+        """Token blocks (len(samples), block) of the given samples."""
+        return np.stack([self.splits[s].stream.read(b * self.block, self.block) for s, b in samples])
+
+
+def validation_samples(val: dict[str, Split], weights: dict[str, float] | None, total: int) -> list[tuple[str, int]]:
+    """A fixed list of ``total`` validation blocks shared out over the subsets by their weights
+    (at least one each, at most what each holds): (subset, block index)."""
+    names = sorted(val)
+    if not names:
+        return []
+    p = mixture(names, weights)
+    out = []
+    for name, share in zip(names, p):
+        n = min(val[name].count, max(1, round(total * share)))
+        out.extend((name, val[name].first + i) for i in range(n))
+    return out

@@ -1,0 +1,104 @@
+"""Training metrics: ``metrics.csv`` (always), TensorBoard or W&B (optional), console lines,
+and the hardware numbers that MFU and memory reports need."""
+
+from __future__ import annotations
+
+import csv
+import resource
+import sys
+from pathlib import Path
+
+import torch
+
+from pajama import PajamaError
+
+# Dense bf16 peak per device, TFLOP/s (vendor data sheets).
+PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "H800": 989.0, "A10G": 125.0, "L4": 121.0, "L40S": 362.0}
+
+COLUMNS = [
+    "step", "tokens", "loss", "val_loss", "val_ppl", "lr", "grad_norm", "tokens_per_sec",
+    "tokens_per_sec_per_device", "mfu", "step_time", "data_wait", "peak_memory_gb", "skipped",
+]  # fmt: skip
+
+
+def peak_flops(device: torch.device, override_tflops: float | None) -> float | None:
+    """Peak FLOP/s of one device: the override, else a known GPU's, else None (no MFU)."""
+    if override_tflops:
+        return override_tflops * 1e12
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tflops in PEAK_TFLOPS.items():
+            if key in name:
+                return tflops * 1e12
+    return None
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak accelerator memory allocated (GPU), or the process's peak resident memory (CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**30 if sys.platform == "darwin" else rss / 2**20
+
+
+class MetricsLog:
+    """One CSV row per logged optimizer step, continued across resumes (rows past the resumed
+    step, from a run that died after its last checkpoint, are dropped)."""
+
+    def __init__(self, out_dir: Path, val_subsets: list[str], logger: str, resume_step: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.columns = COLUMNS + [f"val_loss/{s}" for s in val_subsets]
+        self.extra = None
+        if not enabled:
+            return
+        self.path = Path(out_dir) / "metrics.csv"
+        rows = []
+        if self.path.exists() and resume_step > 0:
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "w", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=self.columns, extrasaction="ignore")
+        self.writer.writeheader()
+        self.writer.writerows(rows)
+        self.file.flush()
+        if logger == "tensorboard":
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise PajamaError("--logger tensorboard needs the tensorboard package: pip install 'pajama[tensorboard]'") from None
+            self.extra = SummaryWriter(str(Path(out_dir) / "tensorboard"))
+        elif logger == "wandb":
+            try:
+                import wandb
+            except ImportError:
+                raise PajamaError("--logger wandb needs the wandb package: pip install 'pajama[wandb]'") from None
+            self.extra = wandb.init(project="pajama", dir=str(out_dir), resume="allow", id=Path(out_dir).name)
+
+    def write(self, step: int, tokens: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self.writer.writerow({"step": step, "tokens": tokens, **metrics})
+        self.file.flush()
+        if self.extra is not None:
+            if hasattr(self.extra, "add_scalar"):
+                for k, v in metrics.items():
+                    self.extra.add_scalar(k, v, step)
+            else:
+                self.extra.log({"tokens": tokens, **metrics}, step=step)
+
+    def console_line(self, step: int, tokens: int, m: dict[str, float]) -> str:
+        parts = [f"step {step}", f"tokens {tokens:,}", f"loss {m['loss']:.4f}"]
+        if "val_loss" in m:
+            parts.append(f"val {m['val_loss']:.4f} (ppl {m['val_ppl']:.1f})")
+        parts += [f"lr {m['lr']:.2e}", f"grad {m['grad_norm']:.2f}", f"{m['tokens_per_sec']:,.0f} tok/s"]
+        if "mfu" in m:
+            parts.append(f"MFU {m['mfu']:.1%}")
+        parts.append(f"{m['step_time'] * 1000:.0f} ms/step")
+        return " | ".join(parts)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.extra is not None:
+                (self.extra.close if hasattr(self.extra, "close") else self.extra.finish)()

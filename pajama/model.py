@@ -1,0 +1,273 @@
+"""The LLaMA (v1) decoder: pre-norm blocks of rotary multi-head attention and a SwiGLU MLP.
+
+Kept deliberately small (nanoGPT-style): one config dataclass, the named presets, and the
+modules. Weights stay in the dtype they are created in (fp32 by default); bf16 comes only
+from autocast / mixed precision.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.distributed.tensor import DTensor
+from torch.utils.checkpoint import checkpoint
+
+from pajama import PajamaError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shape of a LLaMA model."""
+
+    name: str
+    n_layer: int
+    n_head: int
+    n_embd: int
+    vocab_size: int = 32000
+    block_size: int = 2048
+    norm_eps: float = 1e-6
+    rope_base: float = 10000.0
+    intermediate_size: int | None = None  # None: LLaMA's round-up-to-256(int(8*d/3))
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise PajamaError(f"model {self.name}: n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
+        if self.head_size % 2:
+            raise PajamaError(f"model {self.name}: head size {self.head_size} must be even for rotary embeddings")
+        if self.intermediate_size is None:
+            hidden = int(8 * self.n_embd / 3)
+            object.__setattr__(self, "intermediate_size", 256 * math.ceil(hidden / 256))
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    def replace(self, **changes) -> "ModelConfig":
+        fields = asdict(self)
+        fields.update(changes)
+        if "n_embd" in changes and "intermediate_size" not in changes:
+            fields["intermediate_size"] = None
+        return ModelConfig(**fields)
+
+    def num_parameters(self, embeddings: bool = True) -> int:
+        """Exact parameter count, computed from the shape (no weights allocated)."""
+        d, h = self.n_embd, self.intermediate_size
+        per_layer = 4 * d * d + 3 * d * h + 2 * d  # q k v o, gate up down, two RMSNorms
+        body = self.n_layer * per_layer + d  # + final RMSNorm
+        return body + 2 * self.vocab_size * d if embeddings else body
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Training FLOPs per token, PaLM appendix B: 6*N + 12*L*d*T, with N the non-embedding
+        parameters plus the lm_head (the output projection is a real matmul per token)."""
+        n = self.num_parameters(embeddings=False) + self.vocab_size * self.n_embd
+        return 6 * n + 12 * self.n_layer * self.n_embd * seq_len
+
+
+PRESETS: dict[str, ModelConfig] = {
+    c.name: c
+    for c in [
+        # Small shapes for CPUs, tests and quick experiments (head size 32-64, context 256-2048).
+        ModelConfig("tiny", n_layer=2, n_head=2, n_embd=64, block_size=256),
+        ModelConfig("small", n_layer=4, n_head=4, n_embd=256, block_size=512),
+        ModelConfig("medium", n_layer=12, n_head=12, n_embd=768, block_size=2048),
+        ModelConfig("1B", n_layer=18, n_head=16, n_embd=2048, block_size=2048),
+        # Meta's LLaMA v1 shapes (head size 128).
+        ModelConfig("7B", n_layer=32, n_head=32, n_embd=4096),
+        ModelConfig("13B", n_layer=40, n_head=40, n_embd=5120),
+        ModelConfig("30B", n_layer=60, n_head=52, n_embd=6656),
+        ModelConfig("65B", n_layer=80, n_head=64, n_embd=8192),
+    ]
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """The preset called ``name``; a clear error lists the known ones."""
+    if name not in PRESETS:
+        raise PajamaError(f"unknown model {name!r}; known models: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 whatever the activation dtype, as Meta's reference does.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return xf.type_as(x) * self.weight
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+
+def rope_cache(config: ModelConfig, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of shape (block_size, head_size // 2), Meta's interleaved-pair convention."""
+    half = config.head_size // 2
+    inv_freq = 1.0 / (config.rope_base ** (torch.arange(0, half, device=device, dtype=torch.float32) / half))
+    angles = torch.outer(torch.arange(config.block_size, device=device, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive pairs (x0, x1), (x2, x3), ... of the last dim; x is (B, H, T, hs)."""
+    xf = x.float().unflatten(-1, (-1, 2))
+    x0, x1 = xf[..., 0], xf[..., 1]
+    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return out.flatten(-2).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        d = config.n_embd
+        self.n_head, self.head_size = config.n_head, config.head_size
+        self.wq = nn.Linear(d, d, bias=False)
+        self.wk = nn.Linear(d, d, bias=False)
+        self.wv = nn.Linear(d, d, bias=False)
+        self.wo = nn.Linear(d, d, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache: "KVCache | None" = None) -> torch.Tensor:
+        B, T, C = x.shape
+        q = self.wq(x).view(B, T, self.n_head, self.head_size).transpose(1, 2)
+        k = self.wk(x).view(B, T, self.n_head, self.head_size).transpose(1, 2)
+        v = self.wv(x).view(B, T, self.n_head, self.head_size).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is None:
+            # is_causal and no explicit mask, so the flash / memory-efficient kernels stay eligible.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            k, v = kv_cache.update(k, v)
+            if T == 1:
+                y = F.scaled_dot_product_attention(q, k, v)
+            else:  # prompt after an earlier prefix: causal within the new tokens, full over the prefix
+                mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(k.size(2) - T)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.wo(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.gate = nn.Linear(config.n_embd, config.intermediate_size, bias=False)
+        self.up = nn.Linear(config.n_embd, config.intermediate_size, bias=False)
+        self.down = nn.Linear(config.intermediate_size, config.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(config.n_embd, config.norm_eps)
+        self.attn = Attention(config)
+        self.mlp_norm = RMSNorm(config.n_embd, config.norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache: "KVCache | None" = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, kv_cache)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, for incremental decoding."""
+
+    def __init__(self, batch: int, config: ModelConfig, device: torch.device, dtype: torch.dtype) -> None:
+        shape = (batch, config.n_head, config.block_size, config.head_size)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + k.size(2)
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class LLaMA(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.n_embd)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm = RMSNorm(config.n_embd, config.norm_eps)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.activation_checkpointing = False  # recompute each block in backward (saves memory)
+        # Not persistent: derived from the config, so checkpoints hold weights only.
+        cos, sin = rope_cache(config)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def forward(self, idx: torch.Tensor, kv_caches: list[KVCache] | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab) for token ids ``idx`` (B, T)."""
+        T = idx.size(1)
+        start = kv_caches[0].length if kv_caches else 0
+        if start + T > self.config.block_size:
+            raise PajamaError(f"sequence of {start + T} tokens exceeds the model's context of {self.config.block_size}")
+        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
+        x = self.tok_embeddings(idx)
+        for i, block in enumerate(self.layers):
+            if self.activation_checkpointing and self.training:
+                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, kv_caches[i] if kv_caches else None)
+        if kv_caches:
+            for cache in kv_caches:
+                cache.length += T
+        return self.lm_head(self.norm(x))
+
+    @torch.no_grad()
+    def init_weights(self, seed: int = 0) -> None:
+        """Initialise every parameter and buffer (also after ``to_empty`` from the meta device).
+
+        Normal(0, 0.02) for linear and embedding weights, output projections scaled by
+        1/sqrt(2 * n_layer) (GPT-2 / nanoGPT), ones for RMSNorm, rotary tables recomputed.
+        Each parameter draws from its own generator seeded by (seed, name) and is generated
+        whole, then cut to the local shard: the same seed gives the same model on any number
+        of devices, while only one full parameter exists at a time.
+        """
+        for name, param in self.named_parameters():
+            local = _local(param)
+            if name.endswith("norm.weight"):
+                local.fill_(1.0)
+                continue
+            std = 0.02
+            if name.endswith(("attn.wo.weight", "mlp.down.weight")):
+                std /= math.sqrt(2 * self.config.n_layer)
+            generator = torch.Generator(device=local.device).manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+            full = torch.empty(param.shape, device=local.device, dtype=local.dtype).normal_(0.0, std, generator=generator)
+            local.copy_(_shard_of(param, full))
+        self.reset_rope()
+
+    @torch.no_grad()
+    def reset_rope(self) -> None:
+        """Recompute the rotary tables (they are not saved: e.g. after ``to_empty``)."""
+        cos, sin = rope_cache(self.config, device=self.rope_cos.device)
+        self.rope_cos.copy_(cos)
+        self.rope_sin.copy_(sin)
+
+
+def _local(param: torch.Tensor) -> torch.Tensor:
+    """The part of ``param`` stored on this process (all of it unless sharded)."""
+    return param.to_local() if isinstance(param, DTensor) else param
+
+
+def _shard_of(param: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """This process's piece of ``full`` under ``param``'s sharding (FSDP2: dim-0 torch.chunk)."""
+    if not isinstance(param, DTensor):
+        return full
+    for mesh_dim, placement in enumerate(param.placements):
+        if placement.is_shard():
+            pieces = torch.chunk(full, param.device_mesh.size(mesh_dim), dim=placement.dim)
+            rank = param.device_mesh.get_local_rank(mesh_dim)
+            full = pieces[rank] if rank < len(pieces) else full.narrow(placement.dim, 0, 0)
+    return full

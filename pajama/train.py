@@ -1,0 +1,501 @@
+"""Pre-training: the Fabric loop, from data and model setup to checkpoints, top to bottom.
+
+Every step count (max_iters, warmup_iters, lr_decay_iters, save_interval, eval_interval,
+log_interval) is in optimizer steps; one optimizer step consumes ``batch_size`` sequences
+across all devices, in micro-batches of ``micro_batch_size`` per device with gradient
+accumulation derived from the world size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from pajama import PajamaError, checkpoint
+from pajama.loader import MixtureSampler, PreparedData, load_prepared, split_blocks, validation_samples
+from pajama.metrics import MetricsLog, peak_flops, peak_memory_gb
+from pajama.model import LLaMA, ModelConfig, preset
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, run again to continue (requeue)
+
+
+@dataclass
+class TrainConfig:
+    """Pre-train a LLaMA model on prepared RedPajama chunks (``pajama prepare``).
+
+    Rerunning the same command resumes from the newest checkpoint in ``out_dir``.
+    """
+
+    train_data_dir: Path = Path("data/lit-redpajama")
+    """Directory written by ``pajama prepare`` (or lit-llama's prepare)."""
+    val_data_dir: Path | None = None
+    """Separate prepared validation data; default: hold out the tail of each training subset."""
+    model_name: str = "7B"
+    """Model preset (``pajama model`` lists them)."""
+    out_dir: Path = Path("out/training")
+    """Checkpoints, metrics.csv and config.json go here."""
+    devices: int = 1
+    """Devices per node."""
+    num_nodes: int = 1
+    """Number of nodes."""
+    accelerator: str = "auto"
+    """auto, cpu, cuda or mps."""
+    precision: str | None = None
+    """bf16-mixed (fp32 weights, bf16 compute), bf16-true, 32-true; default bf16-mixed where supported."""
+    strategy: str = "auto"
+    """auto (one device: single; more: fsdp), single, ddp or fsdp (FSDP2, one shard unit per block)."""
+    learning_rate: float = 6e-4
+    batch_size: int = 125
+    """Global batch size in sequences, across all devices and nodes."""
+    micro_batch_size: int = 5
+    """Sequences per device per forward/backward pass."""
+    max_iters: int = 600000
+    """Optimizer steps to train for."""
+    weight_decay: float = 1e-1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0: no clipping)."""
+    decay_lr: bool = True
+    warmup_iters: int = 2000
+    """Linear warm-up, in optimizer steps."""
+    lr_decay_iters: int | None = None
+    """Cosine decay ends here, in optimizer steps (default: max_iters)."""
+    min_lr: float = 6e-5
+    save_interval: int = 1000
+    """Optimizer steps between checkpoints (one is also written at the end)."""
+    eval_interval: int = 1000
+    """Optimizer steps between validations."""
+    eval_iters: int = 100
+    """Validation micro-batches per evaluation (the number of sequences is eval_iters * micro_batch_size)."""
+    log_interval: int = 1
+    """Optimizer steps between metric rows and console lines."""
+    block_size: int | None = None
+    """Training sequence length (default: the preset's context length)."""
+    mixture: dict[str, float] | None = None
+    """Subset sampling weights (default: LLaMA's), renormalised over the subsets present."""
+    val_fraction: float = 0.005
+    """Share of each subset's sequences held out for validation when no val_data_dir is given."""
+    seed: int = 1337
+    resume: str = "auto"
+    """auto (newest checkpoint in out_dir, else start fresh), none, or a checkpoint path."""
+    keep_last: int = 3
+    """Checkpoints to keep (0: all)."""
+    compile: bool = False
+    """torch.compile each transformer block."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass to save memory."""
+    max_time: str | None = None
+    """Wall-clock budget ("HH:MM:SS", "D-HH:MM:SS" or seconds): checkpoint and exit 75 before it runs out."""
+    max_bad_steps: int = 5
+    """Stop after this many consecutive steps with a non-finite loss or gradient norm."""
+    logger: str = "csv"
+    """csv (always written), tensorboard or wandb (also)."""
+    peak_tflops: float | None = None
+    """Peak TFLOP/s of one device for MFU (default: known GPUs; unknown devices report no MFU)."""
+    tokenizer_sha256: str | None = field(default=None, repr=False)
+    """Internal: filled in from the data."""
+
+
+def pretrain(config: TrainConfig) -> None:
+    """Pre-train a LLaMA model on prepared RedPajama chunks (``pajama prepare``).
+
+    Rerunning the same command resumes from the newest checkpoint in ``out_dir``.
+    """
+    _validate(config)
+    fabric = _fabric(config)
+    fabric.launch()
+    _run(fabric, config)
+
+
+# -- setup --------------------------------------------------------------------------------
+
+
+def _validate(config: TrainConfig) -> None:
+    for name in ("batch_size", "micro_batch_size", "max_iters", "save_interval", "eval_interval", "eval_iters", "log_interval", "devices", "num_nodes"):
+        if getattr(config, name) < 1:
+            raise PajamaError(f"--{name} must be >= 1, got {getattr(config, name)}")
+    world = config.devices * config.num_nodes
+    if config.batch_size % (config.micro_batch_size * world):
+        options = sorted({config.micro_batch_size * world * k for k in (max(1, config.batch_size // (config.micro_batch_size * world)),) for k in (k, k + 1)})
+        raise PajamaError(
+            f"--batch_size {config.batch_size} is not a multiple of micro_batch_size {config.micro_batch_size} x {world} devices; "
+            f"try --batch_size {' or '.join(map(str, options))}"
+        )
+    if config.strategy not in ("auto", "single", "ddp", "fsdp"):
+        raise PajamaError(f"--strategy must be auto, single, ddp or fsdp, got {config.strategy!r}")
+    if config.logger not in ("csv", "tensorboard", "wandb"):
+        raise PajamaError(f"--logger must be csv, tensorboard or wandb, got {config.logger!r}")
+    preset(config.model_name)  # a clear error for an unknown name, before any process starts
+    if config.max_time is not None:
+        _parse_duration(config.max_time)
+
+
+def _parse_duration(text: str) -> float:
+    m = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", text.strip())
+    if m:
+        d, h, mi, s = (int(x) if x else 0 for x in m.groups())
+        return ((d * 24 + h) * 60 + mi) * 60 + s
+    try:
+        return float(text)
+    except ValueError:
+        raise PajamaError(f"--max_time {text!r}: expected seconds, HH:MM:SS or D-HH:MM:SS") from None
+
+
+def _fabric(config: TrainConfig) -> L.Fabric:
+    from lightning.fabric.strategies import ModelParallelStrategy
+
+    world = config.devices * config.num_nodes
+    strategy = config.strategy
+    if strategy == "auto":
+        strategy = "single" if world == 1 else "fsdp"
+    if strategy == "single" and world > 1:
+        raise PajamaError("--strategy single runs on one device; use ddp or fsdp for more")
+    precision = config.precision
+    if precision is None:
+        cuda_without_bf16 = torch.cuda.is_available() and config.accelerator != "cpu" and not torch.cuda.is_bf16_supported()
+        precision = "32-true" if cuda_without_bf16 else "bf16-mixed"
+    strategies = {
+        "single": "auto",
+        "ddp": "ddp",
+        "fsdp": lambda: ModelParallelStrategy(parallelize_fn=_shard, data_parallel_size=world, tensor_parallel_size=1),
+    }
+    chosen = strategies[strategy]
+    return L.Fabric(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=chosen() if callable(chosen) else chosen,
+        precision=precision,
+    )
+
+
+def _shard(model: LLaMA, device_mesh) -> LLaMA:
+    """FSDP2: one shard unit per transformer block, then the root (embeddings, norm, head)."""
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:  # torch < 2.6
+        from torch.distributed._composable.fsdp import fully_shard
+    mesh = device_mesh["data_parallel"]
+    for block in model.layers:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def _set_threads(fabric: L.Fabric, devices: int) -> None:
+    """On CPU, split the cores between this node's processes (oversubscription is 3-6x slower);
+    every rank sets it, since Fabric's launcher does so only for some."""
+    if fabric.device.type == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // devices))
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def _run(fabric: L.Fabric, config: TrainConfig) -> None:
+    _set_threads(fabric, config.devices)
+    out_dir = Path(config.out_dir).expanduser().resolve()
+    train_data = load_prepared(config.train_data_dir)
+    val_data = load_prepared(config.val_data_dir) if config.val_data_dir else None
+    model_config = _model_config(config, train_data)
+    block = model_config.block_size + 1
+    train_splits, val_splits = split_blocks(train_data, block, config.val_fraction, holdout=val_data is None)
+    if val_data is not None:
+        if val_data.tokenizer_sha256 != train_data.tokenizer_sha256:
+            raise PajamaError(f"{val_data.directory} was prepared with another tokenizer than {train_data.directory}")
+        val_splits, _ = split_blocks(val_data, block, 0.0, holdout=False)
+    sampler = MixtureSampler(train_splits, config.mixture, block, config.seed)
+    val_samples = validation_samples(val_splits, config.mixture, config.eval_iters * config.micro_batch_size)
+    world, rank = fabric.world_size, fabric.global_rank
+    accum = config.batch_size // (config.micro_batch_size * world)
+
+    # Model: created without memory (meta) under FSDP, materialised sharded, then initialised.
+    with fabric.init_module(empty_init=True):
+        model = LLaMA(model_config)
+    model.activation_checkpointing = config.activation_checkpointing
+    if config.compile:
+        for layer in model.layers:
+            layer.compile()
+    model = fabric.setup(model)
+    model.module.init_weights(config.seed)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+        betas=(config.beta1, config.beta2),
+        fused=fabric.device.type == "cuda",
+    )
+    optimizer = fabric.setup_optimizers(optimizer)
+
+    meta = {
+        "model": asdict(model_config),
+        "train": _jsonable(config),
+        "tokenizer_sha256": train_data.tokenizer_sha256,
+        "data": {name: s.tokens for name, s in train_data.streams.items()},
+    }
+    state = {"model": model, "optimizer": optimizer, "step": 0, "tokens": 0, "sampler": sampler.state_dict(), "rng": checkpoint.rng_state()}
+    resumed_from = _resume(fabric, config, out_dir, state, meta)
+    sampler.load_state_dict(state["sampler"])
+    if resumed_from is None:
+        fabric.seed_everything(config.seed + rank)
+    else:
+        checkpoint.set_rng_state(state["rng"])
+    step, tokens = state["step"], state["tokens"]
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(meta, indent=1))
+
+    tokens_per_step = config.batch_size * model_config.block_size
+    flops_per_token = model_config.flops_per_token(model_config.block_size)
+    peak = peak_flops(fabric.device, config.peak_tflops)
+    log = MetricsLog(out_dir, sorted(val_splits), config.logger, resume_step=step, enabled=rank == 0)
+    fabric.print(
+        f"model {model_config.name}: {model_config.num_parameters():,} parameters, context {model_config.block_size}, vocab {model_config.vocab_size}\n"
+        f"data: {', '.join(f'{n} {s.tokens:,}' for n, s in train_data.streams.items())} tokens; "
+        f"validation: {len(val_samples)} sequences\n"
+        f"{world} device(s) x {config.micro_batch_size} sequences x {accum} accumulation = {config.batch_size} sequences "
+        f"({tokens_per_step:,} tokens) per step; {config.max_iters} steps"
+        + (f"; resumed from {resumed_from} at step {step}" if resumed_from else "")
+    )
+
+    stop = _StopSignals(config.max_time)
+    if step == 0:
+        log.write(0, tokens, _evaluate(fabric, model, val_splits, val_samples, config, block))
+    bar = tqdm(total=config.max_iters, initial=step, desc="pretrain", unit="step", disable=rank != 0, dynamic_ncols=True)
+    bad_steps = 0
+    last_saved = step
+    while step < config.max_iters:
+        t0 = time.perf_counter()
+        lr = _learning_rate(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        samples = sampler.draw(config.batch_size)
+        mine = samples[rank * accum * config.micro_batch_size : (rank + 1) * accum * config.micro_batch_size]
+        loss_sum = torch.zeros((), device=fabric.device)
+        data_time = 0.0
+        model.train()
+        for micro in range(accum):
+            td = time.perf_counter()
+            batch = sampler.read(mine[micro * config.micro_batch_size : (micro + 1) * config.micro_batch_size])
+            batch = torch.from_numpy(batch).to(fabric.device, non_blocking=True)
+            data_time += time.perf_counter() - td
+            with fabric.no_backward_sync(model, enabled=micro < accum - 1):
+                logits = model(batch[:, :-1])
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
+                fabric.backward(loss / accum)
+            loss_sum += loss.detach()
+        grad_norm = fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip if config.grad_clip > 0 else float("inf"))
+        grad_norm = _full(grad_norm)
+        loss_avg = fabric.all_reduce(loss_sum / accum, reduce_op="mean")
+        finite = bool(torch.isfinite(loss_avg)) and bool(torch.isfinite(grad_norm))
+        if finite:
+            optimizer.step()
+            bad_steps = 0
+        else:
+            bad_steps += 1
+            fabric.print(f"step {step + 1}: non-finite loss {float(loss_avg)} or gradient norm {float(grad_norm)}: update skipped ({bad_steps} in a row)")
+        optimizer.zero_grad(set_to_none=True)
+        if bad_steps >= config.max_bad_steps:
+            last = checkpoint.list_checkpoints(out_dir)
+            raise PajamaError(
+                f"stopped after {bad_steps} consecutive non-finite steps (lower --learning_rate?); "
+                f"last good checkpoint: {last[-1] if last else 'none'}"
+            )
+        step += 1
+        tokens += tokens_per_step
+        _sync(fabric)
+        step_time = time.perf_counter() - t0
+        bar.update(1)
+
+        evaluate_now = step % config.eval_interval == 0 or step == config.max_iters
+        if step % config.log_interval == 0 or evaluate_now:
+            metrics = {
+                "loss": float(loss_avg),
+                "lr": lr,
+                "grad_norm": float(grad_norm),
+                "tokens_per_sec": tokens_per_step / step_time,
+                "tokens_per_sec_per_device": tokens_per_step / step_time / world,
+                "step_time": step_time,
+                "data_wait": data_time / step_time,
+                "peak_memory_gb": peak_memory_gb(fabric.device),
+                "skipped": 0 if finite else 1,
+            }
+            if peak:
+                metrics["mfu"] = flops_per_token * tokens_per_step / step_time / (peak * world)
+            if evaluate_now:
+                metrics.update(_evaluate(fabric, model, val_splits, val_samples, config, block))
+            log.write(step, tokens, metrics)
+            bar.set_postfix_str(f"loss {metrics['loss']:.3f} {metrics['tokens_per_sec']:,.0f} tok/s", refresh=False)
+            if rank == 0:
+                bar.write(log.console_line(step, tokens, metrics))
+
+        preempted = stop.requested(fabric)
+        if step % config.save_interval == 0 or step == config.max_iters or preempted:
+            state.update(step=step, tokens=tokens, sampler=sampler.state_dict(), rng=checkpoint.rng_state())
+            _check_finite(model)
+            path = checkpoint.save(fabric, out_dir, step, state, meta | {"step": step, "tokens": tokens}, config.keep_last)
+            last_saved = step
+            if rank == 0:
+                bar.write(f"saved {path}")
+        if preempted:
+            bar.close()
+            log.close()
+            fabric.print(f"stopping at step {step} ({stop.reason}); checkpoint saved; rerun the same command to resume")
+            raise SystemExit(EXIT_PREEMPTED)
+    bar.close()
+    log.close()
+    assert last_saved == step
+    fabric.print(f"done: {step} steps, {tokens:,} tokens; checkpoints in {out_dir / checkpoint.CHECKPOINTS}")
+
+
+def _model_config(config: TrainConfig, data: PreparedData) -> ModelConfig:
+    base = preset(config.model_name)
+    vocab = data.vocab_size or base.vocab_size
+    return base.replace(vocab_size=vocab, block_size=config.block_size or base.block_size)
+
+
+def _jsonable(config: TrainConfig) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+
+
+def _learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to min_lr at lr_decay_iters, then min_lr."""
+    if not config.decay_lr:
+        return config.learning_rate
+    if step < config.warmup_iters:
+        return config.learning_rate * (step + 1) / config.warmup_iters
+    decay_iters = config.lr_decay_iters or config.max_iters
+    if step >= decay_iters:
+        return config.min_lr
+    ratio = (step - config.warmup_iters) / max(1, decay_iters - config.warmup_iters)
+    return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (config.learning_rate - config.min_lr)
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def _sync(fabric: L.Fabric) -> None:
+    if fabric.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _check_finite(model) -> None:
+    for name, p in model.named_parameters():
+        local = p.to_local() if hasattr(p, "to_local") else p
+        if not torch.isfinite(local).all():
+            raise PajamaError(f"parameter {name} holds non-finite values; not saving a checkpoint")
+
+
+@torch.no_grad()
+def _evaluate(fabric: L.Fabric, model, val_splits: dict, val_samples: list, config: TrainConfig, block: int) -> dict[str, float]:
+    """Mean loss per subset and overall (mixture-weighted) on the fixed validation sequences,
+    shared out over the ranks and summed across them. Every rank runs the same number of
+    forward passes (FSDP needs it); padding entries carry zero weight."""
+    if not val_samples:
+        return {}
+    model.eval()
+    world, rank, mbs = fabric.world_size, fabric.global_rank, config.micro_batch_size
+    names = sorted(val_splits)
+    per_rank = math.ceil(len(val_samples) / world)
+    per_rank = math.ceil(per_rank / mbs) * mbs
+    mine = val_samples[rank * per_rank : (rank + 1) * per_rank]
+    weights = [1.0] * len(mine) + [0.0] * (per_rank - len(mine))
+    mine = mine + [val_samples[0]] * (per_rank - len(mine))
+    sums = torch.zeros(len(names), device=fabric.device, dtype=torch.float64)
+    counts = torch.zeros(len(names), device=fabric.device, dtype=torch.float64)
+    for start in range(0, per_rank, mbs):
+        batch_samples = mine[start : start + mbs]
+        batch = np.stack([val_splits[n].stream.read(b * block, block) for n, b in batch_samples])
+        batch = torch.from_numpy(batch).to(fabric.device)
+        logits = model(batch[:, :-1])
+        losses = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="none").view(len(batch_samples), -1).mean(1)
+        for (name, _), loss, w in zip(batch_samples, losses, weights[start : start + mbs]):
+            i = names.index(name)
+            sums[i] += w * loss.double()
+            counts[i] += w
+    sums = fabric.all_reduce(sums, reduce_op="sum")
+    counts = fabric.all_reduce(counts, reduce_op="sum")
+    from pajama.loader import mixture
+
+    present = [i for i in range(len(names)) if counts[i] > 0]
+    p = mixture([names[i] for i in present], config.mixture)
+    per_subset = {names[i]: float(sums[i] / counts[i]) for i in present}
+    overall = float(sum(pi * per_subset[names[i]] for pi, i in zip(p, present)))
+    model.train()
+    out = {"val_loss": overall, "val_ppl": math.exp(min(overall, 50.0))}
+    out.update({f"val_loss/{n}": v for n, v in per_subset.items()})
+    return out
+
+
+def _resume(fabric: L.Fabric, config: TrainConfig, out_dir: Path, state: dict, meta: dict) -> Path | None:
+    """Load the checkpoint to resume from into ``state``; None for a fresh start."""
+    if config.resume == "none":
+        return None
+    if config.resume == "auto":
+        found = checkpoint.list_checkpoints(out_dir)
+        if not found:
+            return None
+        path = found[-1]
+    else:
+        path = checkpoint.resolve(Path(config.resume))
+    earlier = checkpoint.read_meta(path)
+    problems = []
+    if earlier["model"] != meta["model"]:
+        diff = {k: (earlier["model"].get(k), v) for k, v in meta["model"].items() if earlier["model"].get(k) != v}
+        problems.append(f"model differs ({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in diff.items())})")
+    if earlier["tokenizer_sha256"] != meta["tokenizer_sha256"]:
+        problems.append("the data was prepared with another tokenizer")
+    if earlier["data"] != meta["data"]:
+        problems.append(f"the training data differs ({earlier['data']} -> {meta['data']})")
+    if problems:
+        raise PajamaError(f"cannot resume from {path}: {'; '.join(problems)}. Use another --out_dir, or --resume none to start over")
+    fabric.load(path / checkpoint.STATE, state)
+    return path
+
+
+class _StopSignals:
+    """SIGTERM / SIGUSR1 (SLURM's warning before a time limit or preemption) and --max_time."""
+
+    def __init__(self, max_time: str | None) -> None:
+        self.deadline = time.monotonic() + _parse_duration(max_time) if max_time else None
+        self.started = time.monotonic()
+        self.longest_step = 0.0
+        self.last = self.started
+        self.signal: str | None = None
+        self.reason = ""
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signal.Signals(signum).name
+
+    def requested(self, fabric: L.Fabric) -> bool:
+        """Whether any rank was asked to stop (all ranks must agree: the save is collective)."""
+        now = time.monotonic()
+        self.longest_step = max(self.longest_step, now - self.last)
+        self.last = now
+        local = self.signal is not None
+        # Leave time for two more steps and a checkpoint before the deadline.
+        if self.deadline is not None and now + 3 * self.longest_step >= self.deadline:
+            local = True
+            self.reason = "max_time reached"
+        flag = fabric.all_reduce(torch.tensor(float(local), device=fabric.device), reduce_op="max")
+        if flag > 0 and not self.reason:
+            self.reason = f"received {self.signal}" if self.signal else "another rank was asked to stop"
+        return bool(flag > 0)

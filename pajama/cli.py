@@ -11,14 +11,14 @@ import sys
 import typing
 from collections.abc import Callable
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from pajama import PajamaError
 
 
 def _commands() -> dict[str, Callable | dict[str, Callable]]:
     # Imported here so that ``import pajama.cli`` stays cheap for the worker processes.
-    from pajama import download, generate, model_info, train
+    from pajama import download, generate, model_info, quickstart, train
     from pajama.prepare import prepare
     from pajama.tokenizer import train_tokenizer
 
@@ -29,6 +29,7 @@ def _commands() -> dict[str, Callable | dict[str, Callable]]:
         "pretrain": train.pretrain,
         "generate": generate.generate,
         "model": model_info.model,
+        "quickstart": quickstart.quickstart,
     }
 
 
@@ -63,6 +64,7 @@ def _subparser(target: Callable) -> ArgumentParser:
 
 
 def build_parser() -> tuple[ArgumentParser, dict]:
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)  # config dataclass fields document themselves
     commands = _commands()
     parser = ArgumentParser(prog="pajama", description="Pre-train LLaMA models on RedPajama.")
     sub = parser.add_subcommands(dest="command")

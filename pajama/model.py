@@ -249,6 +249,19 @@ class LLaMA(nn.Module):
         self.reset_rope()
 
     @torch.no_grad()
+    def load_full_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Copy full (unsharded) weights in, each process keeping only its own shard."""
+        params = dict(self.named_parameters())
+        missing, unexpected = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
+        if missing or unexpected:
+            raise PajamaError(f"weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        for name, param in params.items():
+            if tuple(weights[name].shape) != tuple(param.shape):
+                raise PajamaError(f"weight {name} has shape {tuple(weights[name].shape)}, the model expects {tuple(param.shape)}")
+            local = _local(param)
+            local.copy_(_shard_of(param, weights[name].to(local.device, local.dtype)))
+
+    @torch.no_grad()
     def reset_rope(self) -> None:
         """Recompute the rotary tables (they are not saved: e.g. after ``to_empty``)."""
         cos, sin = rope_cache(self.config, device=self.rope_cos.device)

@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
@@ -105,8 +105,8 @@ class TrainConfig:
     """csv (always written), tensorboard or wandb (also)."""
     peak_tflops: float | None = None
     """Peak TFLOP/s of one device for MFU (default: known GPUs; unknown devices report no MFU)."""
-    tokenizer_sha256: str | None = field(default=None, repr=False)
-    """Internal: filled in from the data."""
+    initial_checkpoint: Path | None = None
+    """Start from these weights (a pajama checkpoint, e.g. from ``pajama import``) with a fresh optimizer at step 0."""
 
 
 def pretrain(config: TrainConfig) -> None:
@@ -138,7 +138,9 @@ def _validate(config: TrainConfig) -> None:
         raise PajamaError(f"--strategy must be auto, single, ddp or fsdp, got {config.strategy!r}")
     if config.logger not in ("csv", "tensorboard", "wandb"):
         raise PajamaError(f"--logger must be csv, tensorboard or wandb, got {config.logger!r}")
-    preset(config.model_name)  # a clear error for an unknown name, before any process starts
+    # Clear errors before any process starts.
+    preset(config.model_name)
+    load_prepared(config.train_data_dir)
     if config.max_time is not None:
         _parse_duration(config.max_time)
 
@@ -232,6 +234,8 @@ def _run(fabric: L.Fabric, config: TrainConfig) -> None:
             layer.compile()
     model = fabric.setup(model)
     model.module.init_weights(config.seed)
+    if config.initial_checkpoint is not None:
+        _load_initial(model.module, config.initial_checkpoint, train_data)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -299,7 +303,8 @@ def _run(fabric: L.Fabric, config: TrainConfig) -> None:
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
                 fabric.backward(loss / accum)
             loss_sum += loss.detach()
-        grad_norm = fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip if config.grad_clip > 0 else float("inf"))
+        max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")  # inf: measure, don't clip
+        grad_norm = fabric.clip_gradients(model, optimizer, max_norm=max_norm, error_if_nonfinite=False)
         grad_norm = _full(grad_norm)
         loss_avg = fabric.all_reduce(loss_sum / accum, reduce_op="mean")
         finite = bool(torch.isfinite(loss_avg)) and bool(torch.isfinite(grad_norm))
@@ -310,12 +315,6 @@ def _run(fabric: L.Fabric, config: TrainConfig) -> None:
             bad_steps += 1
             fabric.print(f"step {step + 1}: non-finite loss {float(loss_avg)} or gradient norm {float(grad_norm)}: update skipped ({bad_steps} in a row)")
         optimizer.zero_grad(set_to_none=True)
-        if bad_steps >= config.max_bad_steps:
-            last = checkpoint.list_checkpoints(out_dir)
-            raise PajamaError(
-                f"stopped after {bad_steps} consecutive non-finite steps (lower --learning_rate?); "
-                f"last good checkpoint: {last[-1] if last else 'none'}"
-            )
         step += 1
         tokens += tokens_per_step
         _sync(fabric)
@@ -323,7 +322,7 @@ def _run(fabric: L.Fabric, config: TrainConfig) -> None:
         bar.update(1)
 
         evaluate_now = step % config.eval_interval == 0 or step == config.max_iters
-        if step % config.log_interval == 0 or evaluate_now:
+        if step % config.log_interval == 0 or evaluate_now or not finite:
             metrics = {
                 "loss": float(loss_avg),
                 "lr": lr,
@@ -344,6 +343,12 @@ def _run(fabric: L.Fabric, config: TrainConfig) -> None:
             if rank == 0:
                 bar.write(log.console_line(step, tokens, metrics))
 
+        if bad_steps >= config.max_bad_steps:
+            last = checkpoint.list_checkpoints(out_dir)
+            raise PajamaError(
+                f"stopped after {bad_steps} consecutive non-finite steps (lower --learning_rate?); "
+                f"last good checkpoint: {last[-1] if last else 'none'}"
+            )
         preempted = stop.requested(fabric)
         if step % config.save_interval == 0 or step == config.max_iters or preempted:
             state.update(step=step, tokens=tokens, sampler=sampler.state_dict(), rng=checkpoint.rng_state())
@@ -363,8 +368,23 @@ def _run(fabric: L.Fabric, config: TrainConfig) -> None:
     fabric.print(f"done: {step} steps, {tokens:,} tokens; checkpoints in {out_dir / checkpoint.CHECKPOINTS}")
 
 
+def _load_initial(model: LLaMA, path: Path, data: PreparedData) -> None:
+    """Weights of another checkpoint; its shape must be this run's (context length aside)."""
+    _, weights, meta = checkpoint.load_model_weights(path)
+    sha = meta.get("tokenizer_sha256")
+    if sha and data.tokenizer_sha256 and sha != data.tokenizer_sha256:
+        raise PajamaError(f"{path} was trained with another tokenizer than the one {data.directory} was prepared with")
+    model.load_full_weights(weights)
+
+
 def _model_config(config: TrainConfig, data: PreparedData) -> ModelConfig:
-    base = preset(config.model_name)
+    """The preset (or the initial checkpoint's shape), with the data's vocabulary."""
+    if config.initial_checkpoint is not None:
+        base = ModelConfig(**checkpoint.read_meta(config.initial_checkpoint)["model"])
+        if data.vocab_size and data.vocab_size != base.vocab_size:
+            raise PajamaError(f"{config.initial_checkpoint}: vocabulary {base.vocab_size}, but {data.directory} was prepared with {data.vocab_size}")
+    else:
+        base = preset(config.model_name)
     vocab = data.vocab_size or base.vocab_size
     return base.replace(vocab_size=vocab, block_size=config.block_size or base.block_size)
 

@@ -1,0 +1,147 @@
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from pajama import PajamaError
+from pajama.chunks import ChunkWriter
+from pajama.loader import MixtureSampler, load_prepared, mixture, permute, split_blocks, validation_samples
+from pajama.sources import LLAMA_WEIGHTS
+
+
+def write_subset(directory, prefix, subset, tokens, chunk_size, manifest_chunks):
+    writer = ChunkWriter(directory, prefix, chunk_size, np.dtype(np.uint16), filler=65000)
+    writer.add(np.asarray(tokens, dtype=np.uint16))
+    for name, n in writer.close():
+        manifest_chunks.append({"file": name, "subset": subset, "tokens": n})
+
+
+def make_data(directory, sizes, chunk_size=100):
+    """A prepared directory whose tokens encode (subset index, position) so reads can be checked."""
+    chunks = []
+    for i, (subset, n) in enumerate(sorted(sizes.items())):
+        write_subset(directory, f"{subset}_x-0000", subset, (np.arange(n) % 1000) + 1000 * i, chunk_size, chunks)
+    manifest = {"tokenizer": {"sha256": "abc", "vocab_size": 8000}, "chunks": chunks}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return load_prepared(directory)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 16, 100, 1000, 4097])
+def test_permute_is_a_bijection(n):
+    assert sorted(permute(i, n, key=12345) for i in range(n)) == list(range(n))
+
+
+def test_permute_depends_on_key():
+    assert [permute(i, 1000, 1) for i in range(20)] != [permute(i, 1000, 2) for i in range(20)]
+
+
+def test_stream_reads_real_tokens_across_files_and_never_padding(tmp_path):
+    data = make_data(tmp_path, {"arxiv": 950}, chunk_size=100)
+    stream = data.streams["arxiv"]
+    assert stream.tokens == 950 and len(stream.files) == 10
+    np.testing.assert_array_equal(stream.read(90, 30), np.arange(90, 120))
+    train, val = split_blocks(data, block=65, val_fraction=0.1, holdout=True)
+    blocks = [stream.read(b * 65, 65) for b in range(train["arxiv"].count + val["arxiv"].count)]
+    assert not any((b == 65000).any() for b in blocks)  # the filler is never read
+    assert train["arxiv"].count + val["arxiv"].count == 950 // 65
+
+
+def test_validation_blocks_never_overlap_training(tmp_path):
+    data = make_data(tmp_path, {"arxiv": 5000, "c4": 3000})
+    train, val = split_blocks(data, block=33, val_fraction=0.05, holdout=True)
+    for name in ("arxiv", "c4"):
+        t, v = train[name], val[name]
+        assert v.count >= 1 and t.first + t.count == v.first
+    sampler = MixtureSampler(train, None, 33, seed=0)
+    drawn = {(sampler.names[s], b) for s, b in sampler.draw(5000)}
+    held = {(n, b) for n, b in validation_samples(val, None, 10_000)}
+    assert drawn and held and not drawn & held
+
+
+def test_mixture_proportions_match_weights(tmp_path):
+    sizes = {s: 3000 for s in LLAMA_WEIGHTS}
+    data = make_data(tmp_path, sizes)
+    train, _ = split_blocks(data, block=10, val_fraction=0.0, holdout=False)
+    sampler = MixtureSampler(train, None, 10, seed=7)
+    counts = Counter(sampler.names[s] for s, _ in sampler.draw(50_000))
+    total = sum(LLAMA_WEIGHTS.values())
+    for subset, weight in LLAMA_WEIGHTS.items():
+        assert abs(counts[subset] / 50_000 - weight / total) < 0.01, subset
+
+
+def test_mixture_renormalises_over_present_subsets():
+    p = mixture(["arxiv", "book"], None)
+    np.testing.assert_allclose(p, [2.5 / 7.0, 4.5 / 7.0])
+    with pytest.raises(PajamaError, match="unknown subset"):
+        mixture(["arxiv"], {"reddit": 1.0})
+    with pytest.raises(PajamaError, match="positive sum"):
+        mixture(["arxiv"], {"book": 1.0})
+
+
+def test_every_block_once_per_epoch_then_reshuffled(tmp_path):
+    data = make_data(tmp_path, {"c4": 20 * 8})
+    train, _ = split_blocks(data, block=8, val_fraction=0.0, holdout=False)
+    sampler = MixtureSampler(train, None, 8, seed=1)
+    first = [b for _, b in sampler.draw(20)]
+    second = [b for _, b in sampler.draw(20)]
+    assert sorted(first) == sorted(second) == list(range(20))
+    assert first != second
+
+
+def test_global_stream_is_independent_of_world_size_and_resumable(tmp_path):
+    data = make_data(tmp_path, {"arxiv": 4000, "c4": 4000, "github": 500})
+    train, _ = split_blocks(data, block=9, val_fraction=0.0, holdout=False)
+    one = MixtureSampler(train, None, 9, seed=3)
+    batches = [one.draw(12) for _ in range(6)]
+    # A resumed sampler continues with exactly the same samples.
+    resumed = MixtureSampler(train, None, 9, seed=3)
+    resumed.draw(12 * 3)
+    state = json.loads(json.dumps(resumed.state_dict()))
+    fresh = MixtureSampler(train, None, 9, seed=3)
+    fresh.load_state_dict(state)
+    assert [fresh.draw(12) for _ in range(3)] == batches[3:]
+    # Rank slices of each global batch are disjoint and together are the global batch.
+    for batch in batches:
+        slices = [batch[r * 6 : (r + 1) * 6] for r in range(2)]
+        assert slices[0] + slices[1] == batch
+    tokens = one.read(batches[0][:2])
+    assert tokens.shape == (2, 9)
+
+
+def test_sampler_refuses_state_of_other_data(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = make_data(tmp_path / "a", {"arxiv": 100})
+    b = make_data(tmp_path / "b", {"c4": 100})
+    sa = MixtureSampler(split_blocks(a, 9, 0, False)[0], None, 9, 0)
+    sb = MixtureSampler(split_blocks(b, 9, 0, False)[0], None, 9, 0)
+    with pytest.raises(PajamaError, match="subsets"):
+        sb.load_state_dict(sa.state_dict())
+
+
+def test_lit_llama_directory_without_manifest(tmp_path):
+    chunks = []
+    write_subset(tmp_path, "cc_2019-30_sample", "common_crawl", range(300), 100, chunks)
+    write_subset(tmp_path, "common_crawl_0001", "common_crawl", range(200), 100, chunks)
+    write_subset(tmp_path, "c4_sample", "c4", range(100), 100, chunks)
+    data = load_prepared(tmp_path)
+    assert sorted(data.streams) == ["c4", "common_crawl"]  # both of lit-llama's CC prefixes
+    assert data.streams["common_crawl"].tokens == 500
+    assert data.tokenizer_sha256 is None
+
+
+def test_empty_or_unfinished_data_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(PajamaError, match="no prepared chunk files"):
+        load_prepared(tmp_path)
+    (tmp_path / "prepare.json").write_text("{}")
+    with pytest.raises(PajamaError, match="prepare has not finished"):
+        load_prepared(tmp_path)
+    with pytest.raises(PajamaError, match="not found"):
+        load_prepared(tmp_path / "missing")
+
+
+def test_subset_smaller_than_one_sequence_is_named(tmp_path):
+    data = make_data(tmp_path, {"arxiv": 1000, "book": 5})
+    with pytest.raises(PajamaError, match="subset book has 5 tokens"):
+        split_blocks(data, block=33, val_fraction=0.01, holdout=True)

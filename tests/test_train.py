@@ -1,0 +1,224 @@
+"""Pre-training on CPU through the same code paths as on GPUs: single device, FSDP2 over gloo,
+multi-node torchrun, exact resume after SIGKILL, preemption, the numerical guard."""
+
+import csv
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pajama import PajamaError, checkpoint
+from pajama.cli import build_parser
+from pajama.train import EXIT_PREEMPTED, TrainConfig, pretrain
+
+SMALL = [
+    "--model_name", "tiny", "--block_size", "32", "--batch_size", "8", "--micro_batch_size", "2",
+    "--warmup_iters", "2", "--eval_iters", "2", "--accelerator", "cpu", "--learning_rate", "3e-3",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """The bundled sample through the howto's commands: a tokenizer, then prepare --sample True."""
+    root = tmp_path_factory.mktemp("prepared")
+    sample = Path(__file__).parents[1] / "pajama" / "sample"
+    pajama("tokenizer", "train", "--source_path", sample, "--sample", "True", "--destination_path", root / "tokenizer", "--vocab_size", "512")
+    tokenizer = root / "tokenizer" / "tokenizer.model"
+    pajama("prepare", "--source_path", sample, "--tokenizer_path", tokenizer, "--destination_path", root / "data", "--sample", "True", "--chunk_size", "65536")
+    return root / "data", tokenizer
+
+
+def pajama(*args, check=True, **kwargs):
+    """Run the pajama CLI in a fresh process, as a user would."""
+    result = subprocess.run([sys.executable, "-m", "pajama.cli", *map(str, args)], capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"pajama {' '.join(map(str, args))} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def rows(run_dir):
+    with open(Path(run_dir) / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def losses(run_dir):
+    return {int(r["step"]): float(r["loss"]) for r in rows(run_dir) if r["loss"]}
+
+
+def test_pretrain_loss_falls_and_generate_reads_the_checkpoint(prepared, tmp_path):
+    data, tokenizer = prepared
+    out = tmp_path / "run"
+    config = TrainConfig(
+        train_data_dir=data, model_name="tiny", out_dir=out, block_size=64, batch_size=8, micro_batch_size=4,
+        max_iters=40, warmup_iters=4, learning_rate=3e-3, eval_interval=20, save_interval=20, eval_iters=4,
+        log_interval=5, accelerator="cpu",
+    )  # fmt: skip
+    pretrain(config)
+    metrics = rows(out)
+    assert [int(r["step"]) for r in metrics] == [0, 5, 10, 15, 20, 25, 30, 35, 40]  # one row per logged step
+    val = [float(r["val_loss"]) for r in metrics if r["val_loss"]]
+    assert len(val) == 3 and val[-1] < val[0] - 0.5
+    assert all(r["val_loss/github"] for r in metrics if r["val_loss"])  # per subset too
+    assert float(metrics[-1]["tokens"]) == 40 * 8 * 64
+    saved = checkpoint.list_checkpoints(out)
+    assert [p.name for p in saved] == ["step-00000020", "step-00000040"]
+    meta = checkpoint.read_meta(saved[-1])
+    assert meta["step"] == 40 and meta["model"]["name"] == "tiny" and len(meta["tokenizer_sha256"]) == 64
+    result = pajama("generate", "--checkpoint", out, "--tokenizer_path", tokenizer, "--prompt", "import os", "--max_new_tokens", "20", "--accelerator", "cpu")
+    assert result.stdout.startswith("import os") and len(result.stdout) > len("import os\n")
+    assert "tokens/s" in result.stderr
+
+
+def test_sigkill_then_resume_gives_identical_losses(prepared, tmp_path):
+    data, _ = prepared
+    args = ["pretrain", "--train_data_dir", data, *SMALL, "--max_iters", "40", "--save_interval", "5", "--eval_interval", "20", "--keep_last", "0"]
+    pajama(*args, "--out_dir", tmp_path / "straight")
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "pajama.cli", *map(str, args), "--out_dir", killed], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "step-00000010").exists() and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "checkpoints" / "step-00000040").exists(), "the run finished before it could be killed"
+    pajama(*args, "--out_dir", killed)
+    assert losses(killed) == losses(tmp_path / "straight")  # bit for bit, step for step
+    assert len(losses(killed)) == 40
+
+
+def test_sigterm_checkpoints_exits_for_requeue_and_resumes(prepared, tmp_path):
+    data, _ = prepared
+    out = tmp_path / "run"
+    args = ["pretrain", "--train_data_dir", data, *SMALL, "--max_iters", "400", "--save_interval", "1000", "--eval_interval", "1000", "--out_dir", out]
+    proc = subprocess.Popen([sys.executable, "-m", "pajama.cli", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not ((out / "metrics.csv").exists() and len(rows(out)) > 3) and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_PREEMPTED, output[-2000:]
+    saved = checkpoint.list_checkpoints(out)
+    assert len(saved) == 1 and 0 < checkpoint.read_meta(saved[0])["step"] < 400
+    assert "received SIGTERM" in output
+
+
+def test_nonfinite_steps_are_skipped_then_stop_with_a_finite_checkpoint(prepared, tmp_path):
+    data, _ = prepared
+    out = tmp_path / "run"
+    config = TrainConfig(
+        train_data_dir=data, model_name="tiny", out_dir=out, block_size=32, batch_size=4, micro_batch_size=4,
+        max_iters=50, decay_lr=False, learning_rate=1e30, save_interval=1, eval_interval=1000, eval_iters=1,
+        max_bad_steps=3, accelerator="cpu", precision="32-true",
+    )  # fmt: skip
+    with pytest.raises(PajamaError, match="3 consecutive non-finite steps"):
+        pretrain(config)
+    skipped = [int(r["step"]) for r in rows(out) if r["skipped"] == "1"]
+    assert len(skipped) == 3 and skipped == list(range(skipped[0], skipped[0] + 3))
+    _, weights, _ = checkpoint.load_model_weights(out)
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_two_process_fsdp_matches_one_process(prepared, tmp_path):
+    data, _ = prepared
+    common = ["pretrain", "--train_data_dir", data, *SMALL, "--max_iters", "4", "--save_interval", "4", "--eval_interval", "4", "--precision", "32-true"]
+    pajama(*common, "--out_dir", tmp_path / "one")
+    result = pajama(*common, "--devices", "2", "--strategy", "fsdp", "--out_dir", tmp_path / "fsdp")
+    assert "2 device(s) x 2 sequences x 2 accumulation" in result.stdout
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "fsdp")
+    assert one.keys() == two.keys()
+    for step in one:
+        assert math.isclose(one[step], two[step], rel_tol=1e-4), (step, one[step], two[step])
+    assert (tmp_path / "fsdp" / "checkpoints" / "step-00000004" / "state").is_dir()  # sharded checkpoint
+    # The sharded checkpoint loads in one process, without the original world size.
+    _, sharded, _ = checkpoint.load_model_weights(tmp_path / "fsdp")
+    _, full, _ = checkpoint.load_model_weights(tmp_path / "one")
+    for name, w in full.items():
+        torch.testing.assert_close(sharded[name], w, rtol=1e-3, atol=1e-4)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_node_torchrun_matches_one_process(prepared, tmp_path):
+    data, _ = prepared
+    common = ["pretrain", "--train_data_dir", data, *SMALL, "--max_iters", "3", "--save_interval", "3", "--eval_interval", "3", "--precision", "32-true"]
+    pajama(*common, "--out_dir", tmp_path / "one")
+    port = _free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank),
+             "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "pajama.cli",
+             *map(str, common), "--num_nodes", "2", "--devices", "1", "--out_dir", tmp_path / "nodes"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "nodes")
+    assert one.keys() == two.keys()
+    for step in one:
+        assert math.isclose(one[step], two[step], rel_tol=1e-4), (step, one[step], two[step])
+
+
+def test_resume_refuses_a_different_model(prepared, tmp_path):
+    data, _ = prepared
+    out = tmp_path / "run"
+    base = dict(train_data_dir=data, out_dir=out, block_size=32, batch_size=4, micro_batch_size=4, max_iters=2, save_interval=2, eval_iters=1, accelerator="cpu")
+    pretrain(TrainConfig(model_name="tiny", **base))
+    with pytest.raises(PajamaError, match="cannot resume .*model differs"):
+        pretrain(TrainConfig(model_name="small", **base))
+    # A save killed half-way leaves a hidden temporary directory that is never taken for a checkpoint.
+    (out / "checkpoints" / ".step-00000004.tmp").mkdir()
+    assert [p.name for p in checkpoint.list_checkpoints(out)] == ["step-00000002"]
+    pretrain(TrainConfig(model_name="tiny", **{**base, "max_iters": 4, "save_interval": 4}))
+    assert [p.name for p in checkpoint.list_checkpoints(out)] == ["step-00000002", "step-00000004"]
+
+
+def test_clear_errors_without_traceback(prepared, tmp_path):
+    data, _ = prepared
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = pajama("pretrain", "--train_data_dir", empty, "--model_name", "tiny", "--out_dir", tmp_path / "o", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"pajama: error: {empty}: no prepared chunk files found (run pajama prepare first)"
+    result = pajama("pretrain", "--train_data_dir", data, "--devices", "4", "--batch_size", "125", "--micro_batch_size", "5", "--accelerator", "cpu", check=False)
+    assert result.returncode == 1 and "is not a multiple of micro_batch_size 5 x 4 devices; try --batch_size 120 or 140" in result.stderr
+
+
+def _commands(parser, prefix=()):
+    sub = parser._subcommands_action
+    if sub is None:
+        yield prefix
+        return
+    for name, child in sub.choices.items():
+        yield from _commands(child, (*prefix, name))
+
+
+def test_every_command_has_help(capsys):
+    parser, _ = build_parser()
+    commands = list(_commands(parser))
+    assert ("prepare",) in commands and ("pretrain",) in commands and ("tokenizer", "train") in commands
+    for command in commands:
+        with pytest.raises(SystemExit) as exit:
+            parser.parse_args([*command, "--help"])
+        assert exit.value.code == 0
+        text = capsys.readouterr().out
+        assert "--config" in text, command
+    pretrain_help = pajama("pretrain", "--help").stdout
+    for flag in ("--train_data_dir", "--devices", "--learning_rate", "--batch_size", "--micro_batch_size", "--max_iters", "--weight_decay",
+                 "--beta1", "--beta2", "--grad_clip", "--decay_lr", "--warmup_iters", "--lr_decay_iters", "--min_lr",
+                 "--save_interval", "--eval_interval", "--eval_iters", "--log_interval", "--accelerator", "--precision"):  # fmt: skip
+        assert flag in pretrain_help, flag
+    assert "optimizer steps" in pretrain_help

@@ -1,17 +1,33 @@
-"""``pajama model``: a preset's shape and exact parameter count, computed, never allocated."""
+"""``pajama model``: a preset's shape, exact parameter count and memory plan, computed, never allocated."""
 
 from __future__ import annotations
 
+from pajama.memory import format_plan
 from pajama.model import PRESETS, preset
 
 
-def model(name: str | None = None) -> None:
+def model(
+    name: str | None = None,
+    devices: int = 1,
+    num_nodes: int = 1,
+    micro_batch_size: int | None = None,
+    block_size: int | None = None,
+    strategy: str = "auto",
+    activation_checkpointing: bool = False,
+) -> None:
     """Show a model preset's shape and exact parameter count (no weights are allocated).
 
-    Without a name, list every preset with its parameter count.
+    Without a name, list every preset with its parameter count. With --micro_batch_size,
+    also estimate the memory each device needs to train it.
 
     Args:
         name: preset name, e.g. 7B.
+        devices: devices per node of the planned run.
+        num_nodes: nodes of the planned run.
+        micro_batch_size: sequences per device per step; given, a memory plan is printed.
+        block_size: sequence length (default: the preset's context).
+        strategy: auto (fsdp for more than one device), fsdp, ddp or single.
+        activation_checkpointing: plan with activation checkpointing (default: show both).
     """
     if name is None:
         for config in PRESETS.values():
@@ -29,3 +45,7 @@ def model(name: str | None = None) -> None:
     print(f"  context         {config.block_size}")
     print(f"  norm eps        {config.norm_eps}")
     print(f"  train FLOPs/tok {config.flops_per_token(config.block_size):,} (6N + 12LdT, N without the embedding table, with lm_head)")
+    if micro_batch_size:
+        world = devices * num_nodes
+        chosen = strategy if strategy != "auto" else ("fsdp" if world > 1 else "single")
+        print(format_plan(config, world, micro_batch_size, block_size or config.block_size, chosen, activation_checkpointing))

@@ -8,6 +8,7 @@ accumulation derived from the world size.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -172,7 +173,9 @@ def _fabric(config: TrainConfig) -> L.Fabric:
     strategies = {
         "single": "auto",
         "ddp": "ddp",
-        "fsdp": lambda: ModelParallelStrategy(parallelize_fn=_shard, data_parallel_size=world, tensor_parallel_size=1),
+        "fsdp": lambda: ModelParallelStrategy(
+            parallelize_fn=functools.partial(_shard, bf16_compute=precision == "bf16-mixed"), data_parallel_size=world, tensor_parallel_size=1
+        ),
     }
     chosen = strategies[strategy]
     return L.Fabric(
@@ -184,16 +187,22 @@ def _fabric(config: TrainConfig) -> L.Fabric:
     )
 
 
-def _shard(model: LLaMA, device_mesh) -> LLaMA:
-    """FSDP2: one shard unit per transformer block, then the root (embeddings, norm, head)."""
+def _shard(model: LLaMA, device_mesh, bf16_compute: bool) -> LLaMA:
+    """FSDP2: one shard unit per transformer block, then the root (embeddings, norm, head).
+
+    With bf16 compute, blocks are gathered in bf16 (fp32 shards stay the master weights, and
+    gradients are reduced in fp32): half the communication, and autocast then has no fp32
+    weights to cast, so no bf16 copy of every layer's weights is held until the backward pass.
+    """
     try:
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     except ImportError:  # torch < 2.6
-        from torch.distributed._composable.fsdp import fully_shard
+        from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
     mesh = device_mesh["data_parallel"]
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16_compute else MixedPrecisionPolicy()
     for block in model.layers:
-        fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
     return model
 
 
@@ -279,7 +288,10 @@ def _run(fabric: L.Fabric, config: TrainConfig) -> None:
 
     stop = _StopSignals(config.max_time)
     if step == 0:
-        log.write(0, tokens, _evaluate(fabric, model, val_splits, val_samples, config, block))
+        initial = _evaluate(fabric, model, val_splits, val_samples, config, block)
+        log.write(0, tokens, initial)
+        if initial:
+            fabric.print(f"step 0 | val {initial['val_loss']:.4f} (ppl {initial['val_ppl']:.1f})")
     bar = tqdm(total=config.max_iters, initial=step, desc="pretrain", unit="step", disable=rank != 0, dynamic_ncols=True)
     bad_steps = 0
     last_saved = step

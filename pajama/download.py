@@ -35,19 +35,9 @@ from typing import TypeVar
 from tqdm import tqdm
 
 from pajama import PajamaError, __version__
+from pajama.sources import SUBSETS
 
-__all__ = ["DEFAULT_URLS", "SUBSETS", "download", "url_relative_path"]
-
-#: The RedPajama-Data-1T subsets, i.e. the top-level folders of the corpus.
-SUBSETS: tuple[str, ...] = (
-    "arxiv",
-    "book",
-    "c4",
-    "common_crawl",
-    "github",
-    "stackexchange",
-    "wikipedia",
-)
+__all__ = ["DEFAULT_URLS", "download", "url_relative_path"]
 
 #: Default source of URLs: the official list of every file of RedPajama-Data-1T.
 DEFAULT_URLS = "https://data.together.xyz/redpajama-data-1T/v1.0.0/urls.txt"

@@ -17,8 +17,8 @@ import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,9 @@ from pajama import PajamaError, checkpoint
 from pajama.loader import MixtureSampler, PreparedData, load_prepared, split_blocks, validation_samples
 from pajama.metrics import MetricsLog, peak_flops, peak_memory_gb
 from pajama.model import LLaMA, ModelConfig, preset
+
+if TYPE_CHECKING:
+    import lightning as L
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, run again to continue (requeue)
 
@@ -158,6 +161,8 @@ def _parse_duration(text: str) -> float:
 
 
 def _fabric(config: TrainConfig) -> L.Fabric:
+    # Imported here: Lightning takes seconds to import, which every other command can skip.
+    import lightning as L
     from lightning.fabric.strategies import ModelParallelStrategy
 
     world = config.devices * config.num_nodes
@@ -294,7 +299,6 @@ def _run(fabric: L.Fabric, config: TrainConfig) -> None:
             fabric.print(f"step 0 | val {initial['val_loss']:.4f} (ppl {initial['val_ppl']:.1f})")
     bar = tqdm(total=config.max_iters, initial=step, desc="pretrain", unit="step", disable=rank != 0, dynamic_ncols=True)
     bad_steps = 0
-    last_saved = step
     while step < config.max_iters:
         t0 = time.perf_counter()
         lr = _learning_rate(step, config)
@@ -366,7 +370,6 @@ def _run(fabric: L.Fabric, config: TrainConfig) -> None:
             state.update(step=step, tokens=tokens, sampler=sampler.state_dict(), rng=checkpoint.rng_state())
             _check_finite(model)
             path = checkpoint.save(fabric, out_dir, step, state, meta | {"step": step, "tokens": tokens}, config.keep_last)
-            last_saved = step
             if rank == 0:
                 bar.write(f"saved {path}")
         if preempted:
@@ -376,7 +379,6 @@ def _run(fabric: L.Fabric, config: TrainConfig) -> None:
             raise SystemExit(EXIT_PREEMPTED)
     bar.close()
     log.close()
-    assert last_saved == step
     fabric.print(f"done: {step} steps, {tokens:,} tokens; checkpoints in {out_dir / checkpoint.CHECKPOINTS}")
 
 

@@ -109,6 +109,20 @@ def test_sigterm_checkpoints_exits_for_requeue_and_resumes(prepared, tmp_path):
     assert "received SIGTERM" in output
 
 
+def test_max_time_checkpoints_before_the_deadline(prepared, tmp_path):
+    data, _ = prepared
+    config = TrainConfig(
+        train_data_dir=data, model_name="tiny", out_dir=tmp_path / "run", block_size=32, batch_size=4, micro_batch_size=4,
+        max_iters=1_000_000, save_interval=1_000_000, eval_interval=1_000_000, eval_iters=1, max_time="0:02", accelerator="cpu",
+    )  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exit:
+        pretrain(config)
+    assert exit.value.code == EXIT_PREEMPTED and time.monotonic() - started < 30
+    saved = checkpoint.list_checkpoints(tmp_path / "run")
+    assert len(saved) == 1 and checkpoint.read_meta(saved[0])["step"] > 0
+
+
 def test_nonfinite_steps_are_skipped_then_stop_with_a_finite_checkpoint(prepared, tmp_path):
     data, _ = prepared
     out = tmp_path / "run"

@@ -187,6 +187,20 @@ def test_two_node_torchrun_matches_one_process(prepared, tmp_path):
         assert math.isclose(one[step], two[step], rel_tol=1e-4), (step, one[step], two[step])
 
 
+def test_compile_and_activation_checkpointing_train_the_same_model(prepared, tmp_path):
+    data, _ = prepared
+    base = dict(
+        train_data_dir=data, model_name="tiny", block_size=32, batch_size=4, micro_batch_size=2, max_iters=2,
+        save_interval=2, eval_interval=2, eval_iters=1, accelerator="cpu", precision="32-true",
+    )  # fmt: skip
+    pretrain(TrainConfig(out_dir=tmp_path / "eager", **base))
+    pretrain(TrainConfig(out_dir=tmp_path / "compiled", compile=True, activation_checkpointing=True, **base))
+    eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    assert eager.keys() == compiled.keys() == {1, 2}
+    for step in eager:
+        assert math.isclose(eager[step], compiled[step], rel_tol=1e-4)
+
+
 def test_resume_refuses_a_different_model(prepared, tmp_path):
     data, _ = prepared
     out = tmp_path / "run"

@@ -121,6 +121,8 @@ def load_model_weights(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]
 
 def _load_sharded_model(state_path: Path) -> dict[str, torch.Tensor]:
     """The model entries of a distributed (DCP) checkpoint, loaded in this one process."""
+    import warnings
+
     import torch.distributed.checkpoint as dcp
 
     reader = dcp.FileSystemReader(str(state_path))
@@ -130,5 +132,7 @@ def _load_sharded_model(state_path: Path) -> dict[str, torch.Tensor]:
     for key, item in metadata.state_dict_metadata.items():
         if key.startswith(prefix) and hasattr(item, "size"):
             state[key] = torch.empty(item.size, dtype=item.properties.dtype)
-    dcp.load(state, storage_reader=reader, no_dist=True)
+    with warnings.catch_warnings():  # "torch.distributed is disabled": one process is the point here
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, storage_reader=reader, no_dist=True)
     return {k[len(prefix) :]: v for k, v in state.items()}

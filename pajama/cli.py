@@ -18,7 +18,7 @@ from pajama import PajamaError
 
 def _commands() -> dict[str, Callable | dict[str, Callable]]:
     # Imported here so that ``import pajama.cli`` stays cheap for the worker processes.
-    from pajama import download, generate, model_info, quickstart, train
+    from pajama import download, evaluate, generate, hf, model_info, plot, quickstart, train
     from pajama.prepare import prepare
     from pajama.tokenizer import train_tokenizer
 
@@ -28,6 +28,10 @@ def _commands() -> dict[str, Callable | dict[str, Callable]]:
         "prepare": prepare,
         "pretrain": train.pretrain,
         "generate": generate.generate,
+        "evaluate": evaluate.evaluate,
+        "export": hf.export,
+        "import": hf.import_,
+        "plot": plot.plot,
         "model": model_info.model,
         "quickstart": quickstart.quickstart,
     }

@@ -1,0 +1,284 @@
+"""Export to Hugging Face and import from Hugging Face and Meta layouts: transformers loads the
+export with pajama's logits and tokens, imports round-trip bit for bit, sharded (FSDP)
+checkpoints export without GPUs, and nothing but tensors is ever unpickled."""
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import sentencepiece as spm
+import torch
+from safetensors.torch import load_file
+
+from pajama import PajamaError, checkpoint
+from pajama.generate import load_model
+from pajama.hf import export, halves_to_interleaved, import_, interleaved_to_halves, parse_size
+from pajama.model import LLaMA, ModelConfig
+from pajama.tokenizer import Tokenizer
+
+SAMPLE = Path(__file__).parents[1] / "pajama" / "sample"
+TEXTS = [
+    "Hello world",
+    "The llama (Lama glama) is a domesticated South American camelid.",
+    "digits 12345 and 3.14159",
+    "two  spaces\nnew lines\n\n\tand a tab",
+    "émoji 🦙 ünïcödé 日本語",
+]
+
+
+def train_tokenizer(directory: Path, vocab_size: int = 400) -> Path:
+    """A small SentencePiece model with LLaMA's settings, on the bundled sample's text."""
+    lines = []
+    for path in sorted(SAMPLE.glob("*.jsonl")):
+        with open(path, encoding="utf-8") as f:
+            lines += [json.loads(line)["text"] for _, line in zip(range(15), f)]
+    text = directory / "text.txt"
+    text.write_text("\n".join(lines), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(directory / "tokenizer"), model_type="bpe", vocab_size=vocab_size,
+        byte_fallback=True, split_digits=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
+        character_coverage=0.99995, max_sentence_length=1 << 16, minloglevel=2,
+    )  # fmt: skip
+    return directory / "tokenizer.model"
+
+
+def tiny_model(vocab_size: int, seed: int = 0) -> LLaMA:
+    """A tiny model with large, varied weights: attention far from uniform and norms not all
+    ones, so a wrong q/k permutation or a misplaced norm would show in the logits."""
+    model = LLaMA(ModelConfig("tiny", n_layer=2, n_head=2, n_embd=64, vocab_size=vocab_size, block_size=64))
+    model.init_weights(seed)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.copy_(1 + 0.5 * torch.randn(p.shape, generator=generator))
+            else:
+                p.copy_(torch.randn(p.shape, generator=generator) / p.shape[1] ** 0.5)
+    return model.eval()
+
+
+def write_checkpoint(directory: Path, model: LLaMA, tokenizer_sha256: str | None, sharded: bool = False) -> Path:
+    """A checkpoint in pajama's layout, as pretrain writes it (full or FSDP-sharded state)."""
+    directory.mkdir(parents=True)
+    meta = {"model": asdict(model.config), "tokenizer_sha256": tokenizer_sha256, "step": 10, "tokens": 640, "train": {}, "data": {}}
+    (directory / checkpoint.META).write_text(json.dumps(meta))
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    if sharded:
+        import torch.distributed.checkpoint as dcp
+
+        state = {f"model.{k}": v for k, v in weights.items()} | {"step": 10}
+        dcp.save(state, storage_writer=dcp.FileSystemWriter(str(directory / checkpoint.STATE)), no_dist=True)
+    else:
+        torch.save({"model": weights, "step": 10}, directory / checkpoint.STATE)
+    return directory
+
+
+def hf_model(directory: Path):
+    import transformers
+    dtype = {"dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype": torch.float32}
+    return transformers.LlamaForCausalLM.from_pretrained(directory, attn_implementation="eager", **dtype).eval()
+
+
+def relative_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tokenizer, a tiny model, its checkpoint and its export."""
+    root = tmp_path_factory.mktemp("hf")
+    tokenizer = Tokenizer(train_tokenizer(root))
+    model = tiny_model(tokenizer.vocab_size)
+    ckpt = write_checkpoint(root / "run" / "checkpoints" / "step-00000010", model, tokenizer.sha256)
+    exported = root / "export"
+    export(ckpt, exported, tokenizer_path=tokenizer.path)
+    return root, tokenizer, model, ckpt, exported
+
+
+def test_permutation_is_inverted_and_not_trivial():
+    w = torch.arange(8 * 3).reshape(8, 3)
+    halves = interleaved_to_halves(w, n_head=2)
+    assert not torch.equal(halves, w)
+    assert halves[:, 0].tolist() == [0, 6, 3, 9, 12, 18, 15, 21]  # each head: its even rows, then its odd rows
+    assert torch.equal(halves_to_interleaved(halves, n_head=2), w)
+
+
+def test_transformers_gives_pajama_logits(setup):
+    _, tokenizer, model, _, exported = setup
+    names = {p.name for p in exported.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"} <= names
+    config = json.loads((exported / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["tie_word_embeddings"] is False and config["torch_dtype"] == "float32"
+    assert (config["bos_token_id"], config["eos_token_id"]) == (1, 2)
+    ids = torch.randint(0, tokenizer.vocab_size, (2, 64), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(ids)
+        got = hf_model(exported)(ids).logits
+    assert relative_diff(got, expected) <= 1e-4
+
+
+def test_transformers_tokenizer_gives_sentencepiece_ids(setup):
+    import transformers
+    _, tokenizer, _, _, exported = setup
+    hf = transformers.AutoTokenizer.from_pretrained(exported)
+    for text in TEXTS:  # none starts with whitespace: transformers 5 adds no "▁" before a leading space
+        ids = hf(text)["input_ids"]
+        assert ids == tokenizer.encode(text, bos=True, eos=False), text
+        assert hf.decode(ids, skip_special_tokens=True) == text
+
+
+def test_sharded_export_loads(setup, tmp_path):
+    _, tokenizer, model, ckpt, _ = setup
+    export(ckpt, tmp_path / "sharded", tokenizer_path=tokenizer.path, max_shard_size="150KB")
+    index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
+    files = sorted(set(index["weight_map"].values()))
+    assert len(files) > 2 and all((tmp_path / "sharded" / f).stat().st_size <= 150_000 + 200_000 for f in files)
+    assert len(index["weight_map"]) == len(model.state_dict())
+    ids = torch.randint(0, tokenizer.vocab_size, (1, 40), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert relative_diff(hf_model(tmp_path / "sharded")(ids).logits, model(ids)) <= 1e-4
+
+
+def test_import_of_the_export_is_bit_identical(setup, tmp_path):
+    _, tokenizer, model, _, exported = setup
+    import_(exported, tmp_path / "imported", model_name="roundtrip")
+    config, weights, meta = checkpoint.load_model_weights(tmp_path / "imported")
+    assert config == model.config.replace(name="roundtrip")
+    assert meta["tokenizer_sha256"] == tokenizer.sha256 and meta["step"] == 0
+    assert (tmp_path / "imported" / "tokenizer.model").read_bytes() == tokenizer.model_bytes
+    original = model.state_dict()
+    assert sorted(weights) == sorted(original)
+    for name, tensor in original.items():
+        assert torch.equal(weights[name], tensor), name
+    loaded, _ = load_model(tmp_path / "imported", torch.device("cpu"))
+    ids = torch.randint(0, tokenizer.vocab_size, (1, 16))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), model(ids))
+
+
+def test_export_in_bfloat16(setup, tmp_path):
+    _, tokenizer, model, ckpt, _ = setup
+    export(ckpt, tmp_path / "bf16", tokenizer_path=tokenizer.path, dtype="bfloat16")
+    tensors = load_file(str(tmp_path / "bf16" / "model.safetensors"))
+    assert all(t.dtype == torch.bfloat16 for t in tensors.values())
+    assert torch.equal(tensors["lm_head.weight"], model.lm_head.weight.to(torch.bfloat16))
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+
+
+def test_meta_layout_with_two_model_parallel_shards_imports(setup, tmp_path):
+    _, tokenizer, model, _, _ = setup
+    # Meta's names and the dim each model-parallel shard is cut along (None: every shard holds it all).
+    layer = {
+        "attention_norm.weight": ("attn_norm.weight", None), "ffn_norm.weight": ("mlp_norm.weight", None),
+        "attention.wq.weight": ("attn.wq.weight", 0), "attention.wk.weight": ("attn.wk.weight", 0),
+        "attention.wv.weight": ("attn.wv.weight", 0), "attention.wo.weight": ("attn.wo.weight", 1),
+        "feed_forward.w1.weight": ("mlp.gate.weight", 0), "feed_forward.w3.weight": ("mlp.up.weight", 0),
+        "feed_forward.w2.weight": ("mlp.down.weight", 1),
+    }  # fmt: skip
+    top = {"tok_embeddings.weight": ("tok_embeddings.weight", 1), "norm.weight": ("norm.weight", None), "output.weight": ("lm_head.weight", 0)}
+    mapping = dict(top) | {f"layers.{i}.{k}": (f"layers.{i}.{v}", d) for i in range(2) for k, (v, d) in layer.items()}
+    sd = model.state_dict()
+    source = tmp_path / "meta" / "tiny"
+    source.mkdir(parents=True)
+    for rank in range(2):
+        shard = {name: (sd[ours] if dim is None else sd[ours].chunk(2, dim=dim)[rank]).clone() for name, (ours, dim) in mapping.items()}
+        shard["rope.freqs"] = torch.ones(16)
+        torch.save(shard, source / f"consolidated.{rank:02d}.pth")
+    params = {"dim": 64, "multiple_of": 256, "n_heads": 2, "n_layers": 2, "norm_eps": 1e-6, "vocab_size": -1}
+    (source / "params.json").write_text(json.dumps(params))
+    (tmp_path / "meta" / "tokenizer.model").write_bytes(tokenizer.model_bytes)  # Meta ships it beside the model directories
+    import_(source, tmp_path / "imported")
+    config, weights, meta = checkpoint.load_model_weights(tmp_path / "imported")
+    assert config == model.config.replace(name="imported", block_size=2048)  # params.json has no context length
+    assert meta["tokenizer_sha256"] == tokenizer.sha256
+    assert sorted(weights) == sorted(sd) and all(torch.equal(weights[k], sd[k]) for k in sd)
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+def test_sharded_checkpoint_exports_without_gpus(setup, tmp_path):
+    _, tokenizer, model, _, exported = setup
+    ckpt = write_checkpoint(tmp_path / "fsdp", model, tokenizer.sha256, sharded=True)
+    assert (ckpt / checkpoint.STATE).is_dir()
+    export(ckpt, tmp_path / "export", tokenizer_path=tokenizer.path)
+    got, want = load_file(str(tmp_path / "export" / "model.safetensors")), load_file(str(exported / "model.safetensors"))
+    assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_export_checks_the_tokenizer(setup, tmp_path):
+    root, tokenizer, model, ckpt, _ = setup
+    other = tmp_path / "other"
+    other.mkdir()
+    other_tokenizer = train_tokenizer(other, vocab_size=420)
+    with pytest.raises(PajamaError, match="not the tokenizer"):
+        export(ckpt, tmp_path / "a", tokenizer_path=other_tokenizer)
+    with pytest.raises(PajamaError, match="no tokenizer found"):
+        export(ckpt, tmp_path / "b")
+    # Found without --tokenizer_path when it lies in the run directory.
+    (root / "run" / "tokenizer.model").write_bytes(tokenizer.model_bytes)
+    try:
+        export(root / "run", tmp_path / "c")  # the run directory: its newest checkpoint
+    finally:
+        (root / "run" / "tokenizer.model").unlink()
+    assert (tmp_path / "c" / "tokenizer.model").read_bytes() == tokenizer.model_bytes
+    with pytest.raises(PajamaError, match="already exists"):
+        export(ckpt, tmp_path / "c", tokenizer_path=tokenizer.path)
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary directory left behind
+
+
+class _Trap:
+    """Unpickling this would run ``_sprung``: the loader must refuse it instead."""
+
+    def __reduce__(self):
+        return (_sprung, ())
+
+
+SPRUNG = []
+
+
+def _sprung():
+    SPRUNG.append(True)
+    return {}
+
+
+def test_import_never_unpickles_objects(setup, tmp_path):
+    _, _, _, _, exported = setup
+    source = tmp_path / "bin"
+    source.mkdir()
+    (source / "config.json").write_bytes((exported / "config.json").read_bytes())
+    torch.save({"model.embed_tokens.weight": _Trap()}, source / "pytorch_model.bin")
+    with pytest.raises(PajamaError, match="tensors only"):
+        import_(source, tmp_path / "imported")
+    assert not SPRUNG and not (tmp_path / "imported").exists()
+
+
+def test_import_loads_pytorch_bins_and_refuses_other_architectures(setup, tmp_path):
+    _, _, model, _, exported = setup
+    source = tmp_path / "bin"
+    source.mkdir()
+    config = json.loads((exported / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps(config | {"tie_word_embeddings": False}))
+    torch.save(load_file(str(exported / "model.safetensors")), source / "pytorch_model.bin")
+    import_(source, tmp_path / "imported")
+    _, weights, meta = checkpoint.load_model_weights(tmp_path / "imported")
+    assert meta["tokenizer_sha256"] is None
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    # Tied embeddings (no lm_head.weight): pajama's untied head starts as a copy of the embeddings.
+    tensors = load_file(str(exported / "model.safetensors"))
+    del tensors["lm_head.weight"]
+    torch.save(tensors, source / "pytorch_model.bin")
+    (source / "config.json").write_text(json.dumps(config | {"tie_word_embeddings": True}))
+    import_(source, tmp_path / "tied")
+    _, weights, _ = checkpoint.load_model_weights(tmp_path / "tied")
+    assert torch.equal(weights["lm_head.weight"], weights["tok_embeddings.weight"])
+    (source / "config.json").write_text(json.dumps(config | {"num_key_value_heads": 1}))
+    with pytest.raises(PajamaError, match="grouped-query attention"):
+        import_(source, tmp_path / "gqa")
+
+
+def test_parse_size():
+    assert parse_size("5GB") == 5 * 10**9 and parse_size("2GiB") == 2 * 2**30 and parse_size("150KB") == 150_000
+    assert parse_size("1000") == 1000
+    with pytest.raises(PajamaError):
+        parse_size("five gigabytes")

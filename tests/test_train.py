@@ -16,6 +16,7 @@ import torch
 
 from pajama import PajamaError, checkpoint
 from pajama.cli import build_parser
+from pajama.sources import SUBSETS
 from pajama.train import EXIT_PREEMPTED, TrainConfig, pretrain
 
 SMALL = [
@@ -71,6 +72,11 @@ def test_pretrain_loss_falls_and_generate_reads_the_checkpoint(prepared, tmp_pat
     assert [p.name for p in saved] == ["step-00000020", "step-00000040"]
     meta = checkpoint.read_meta(saved[-1])
     assert meta["step"] == 40 and meta["model"]["name"] == "tiny" and len(meta["tokenizer_sha256"]) == 64
+    # Every prepared subset is trained on: prepare's prefixes and the trainer agree.
+    assert sorted(meta["data"]) == sorted(SUBSETS)
+    state = torch.load(saved[-1] / "state", weights_only=True)
+    assert state["sampler"]["next_sample"] == 40 * 8
+    assert all(state["sampler"]["counts"][s] > 0 for s in SUBSETS)
     result = pajama("generate", "--checkpoint", out, "--tokenizer_path", tokenizer, "--prompt", "import os", "--max_new_tokens", "20", "--accelerator", "cpu")
     assert result.stdout.startswith("import os") and len(result.stdout) > len("import os\n")
     assert "tokens/s" in result.stderr

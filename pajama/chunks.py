@@ -10,6 +10,7 @@ with a filler token; how many tokens of each file are real is recorded in the ma
 from __future__ import annotations
 
 import os
+import socket
 import struct
 from pathlib import Path
 
@@ -65,13 +66,19 @@ def open_chunk(path: Path) -> np.memmap:
     return np.memmap(path, dtype=dtype, mode="r", offset=HEADER_SIZE, shape=(chunk_size,))
 
 
-def write_atomic(path: Path, data: bytes | memoryview) -> None:
-    """Write to a temporary name in the same folder, fsync, then rename: a file under its
-    final name is always complete."""
-    tmp = path.with_name(f".{path.name}.tmp")
+def write_atomic(path: Path, *data: bytes | memoryview | np.ndarray, shared: bool = False) -> None:
+    """Write ``data`` (one or more buffers, in order) to a temporary name in the same folder,
+    fsync, then rename: a file under its final name is always complete.
+
+    ``shared``: several processes (on several machines) may write this file at once, so the
+    temporary name is made unique to this process.
+    """
+    unique = f".{socket.gethostname()}.{os.getpid()}" if shared else ""
+    tmp = path.with_name(f".{path.name}{unique}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            for buffer in data:
+                f.write(buffer)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -109,6 +116,6 @@ class ChunkWriter:
 
     def _flush(self) -> None:
         name = chunk_name(self.prefix, len(self.files))
-        write_atomic(self.directory / name, encode_header(self.dtype, self.chunk_size) + self.buffer.tobytes())
+        write_atomic(self.directory / name, encode_header(self.dtype, self.chunk_size), self.buffer)
         self.files.append((name, self.fill))
         self.fill = 0

@@ -7,6 +7,7 @@ the config dataclass's) parameters, with the names of lit-llama's RedPajama howt
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import sys
 import typing
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from pajama import PajamaError
 
 def _commands() -> dict[str, Callable | dict[str, Callable]]:
     # Imported here so that ``import pajama.cli`` stays cheap for the worker processes.
-    from pajama import download, evaluate, generate, hf, model_info, plot, quickstart, train
+    from pajama import data, download, evaluate, generate, hf, model_info, plot, quickstart, train
     from pajama.prepare import prepare
     from pajama.tokenizer import train_tokenizer
 
@@ -26,6 +27,7 @@ def _commands() -> dict[str, Callable | dict[str, Callable]]:
         "download": download.download,
         "tokenizer": {"train": train_tokenizer},
         "prepare": prepare,
+        "data": {"verify": data.verify, "inspect": data.inspect},
         "pretrain": train.pretrain,
         "generate": generate.generate,
         "evaluate": evaluate.evaluate,
@@ -35,6 +37,11 @@ def _commands() -> dict[str, Callable | dict[str, Callable]]:
         "model": model_info.model,
         "quickstart": quickstart.quickstart,
     }
+
+
+# The argument a command may also take without its flag: ``pajama model 7B``, ``pajama data verify DIR``.
+POSITIONAL = {"model": "name", "plot": "run_dir", "verify": "destination_path", "inspect": "destination_path"}
+POSITIONAL_DEST = "positional"
 
 
 def _summary(target: Callable) -> str:
@@ -59,12 +66,27 @@ def _subparser(target: Callable) -> ArgumentParser:
     config_class = _config_class(target)
     if config_class is not None:
         parser.add_class_arguments(config_class, as_positional=False)
-    elif target.__name__ == "model":  # ``pajama model 7B``: the preset name reads best as a positional
-        parser.add_argument("name", nargs="?", default=None, help="preset name; none: list every preset")
-        parser.add_function_arguments(target, skip={"name"}, as_positional=False)
+    elif target.__name__ in POSITIONAL:
+        flag = POSITIONAL[target.__name__]
+        parser.add_function_arguments(target, skip={flag}, as_positional=False)
+        help = _param_help(target, flag)
+        parser.add_argument(POSITIONAL_DEST, nargs="?", default=None, metavar=flag.upper(), help=help)
+        parser.add_argument(f"--{flag}", default=None, help=f"{help.rstrip('.')} (may also be given without the flag)")
     else:
         parser.add_function_arguments(target, as_positional=False)
     return parser
+
+
+def _param_help(target: Callable, name: str) -> str:
+    """The ``name:`` entry of the Args section of ``target``'s docstring."""
+    doc = inspect.getdoc(target) or ""
+    lines = doc.split(f"    {name}:", 1)[-1].splitlines() if f"    {name}:" in doc else [""]
+    text = [lines[0].strip()] + [line.strip() for line in lines[1:] if line.startswith("        ")]
+    for i, line in enumerate(lines[1:], 1):
+        if not line.startswith("        "):
+            text = text[:i]
+            break
+    return " ".join(t for t in text if t)
 
 
 def build_parser() -> tuple[ArgumentParser, dict]:
@@ -92,7 +114,13 @@ def main(argv: list[str] | None = None) -> None:
     if isinstance(target, dict):
         target = target[args.action]
         args = args[args.action]
-    kwargs = {k: v for k, v in vars(args.clone()).items() if k not in ("config", "__path__")}
+    kwargs = {k: v for k, v in vars(args.clone()).items() if k not in ("config", "__path__", POSITIONAL_DEST)}
+    if target.__name__ in POSITIONAL:
+        flag = POSITIONAL[target.__name__]
+        if args[POSITIONAL_DEST] is not None:
+            kwargs[flag] = args[POSITIONAL_DEST]
+        if kwargs[flag] is None and inspect.signature(target).parameters[flag].default is inspect.Parameter.empty:
+            parser.error(f"pajama {ns.command}: give {flag.upper()} (or --{flag})")
     config_class = _config_class(target)
     try:
         if config_class is not None:

@@ -3,10 +3,11 @@
 The unit of work and of output is a *unit*: a whole compressed file, or a byte range of a
 plain ``.jsonl`` file cut on line boundaries. Each unit writes its own chunk files
 (``<unit>_<counter>.bin``) and, once they are all renamed into place, a record
-``units/<unit>.json``. So the output depends only on the input, the tokenizer and the chunk
-size, never on how many workers or nodes did the work; a killed run resumes by redoing the
-units without a record; and nodes need no coordinator: each takes the units whose index is
-its rank modulo the node count, and whichever finishes last writes ``manifest.json``.
+``units/<unit>.json``. So the output depends only on the input, the tokenizer, the chunk size
+and the unit size, never on how many workers or nodes did the work; a killed run resumes by
+redoing the units without a record; and nodes need no coordinator: the units are dealt out
+to the nodes by a deterministic rule (largest first, to the least loaded), and whichever node
+finishes last writes ``manifest.json``.
 
 Each document becomes ``BOS ids EOS``; documents are packed back to back. The last chunk of
 every unit is padded with EOS up to the chunk size; the manifest records how many tokens of
@@ -15,29 +16,34 @@ each chunk file are real, and training reads only those.
 
 from __future__ import annotations
 
+import heapq
 import json
 import multiprocessing as mp
 import os
 import queue
 import shutil
+import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from pajama import PajamaError
-from pajama.chunks import ChunkWriter, dtype_for_vocab, write_atomic
-from pajama.sources import BadLines, SourceFile, UnreadableInput, file_size, find_source_files, read_documents
-from pajama.tokenizer import Tokenizer
+from pajama.chunks import ChunkWriter, chunk_name, dtype_for_vocab, write_atomic
+from pajama.sources import BadLines, DocumentReader, SourceFile, UnreadableInput, find_source_files
+from pajama.tokenizer import BATCH_CHARS, Tokenizer
 
 MANIFEST = "manifest.json"
 SETTINGS = "prepare.json"
 UNITS = "units"
+FORMAT = "pajama-chunks/1"
 DEFAULT_CHUNK_SIZE = 2049 * 1024
-BATCH_BYTES = 4 << 20  # texts encoded together: amortises the call, bounds memory
+DEFAULT_UNIT_MB = 256
+COMPRESSION_RATIO = 4  # a compressed byte is about this much text: to weigh units, never for output
 
 
 @dataclass(frozen=True)
@@ -46,87 +52,102 @@ class Unit:
     index: int
     start: int
     end: int | None  # None: to the end of the file
+    size: int  # bytes on disk: the range of a plain file, the whole of a compressed one
 
     @property
     def name(self) -> str:
         return f"{self.source.prefix}-{self.index:04d}"
 
     @property
-    def size(self) -> int:
-        return (self.end if self.end is not None else file_size(self.source.path)) - self.start
+    def work(self) -> int:
+        """Estimated bytes of text, to balance units over nodes and workers."""
+        return self.size * (COMPRESSION_RATIO if self.source.compressed else 1)
+
+
+def unit_order(name: str) -> tuple[str, int]:
+    """Sort key of unit names: by source prefix, then by index as a number."""
+    prefix, _, index = name.rpartition("-")
+    return (prefix, int(index)) if index.isdigit() else (name, -1)
 
 
 def plan_units(files: list[SourceFile], unit_bytes: int) -> list[Unit]:
     """Cut plain files into ranges of about ``unit_bytes`` on line boundaries; a compressed
-    file is one unit (it cannot be entered in the middle)."""
+    file (or anything that is not a regular file) is one unit."""
     units = []
     for source in files:
         try:
-            size = file_size(source.path)
+            stat = source.path.stat()
         except OSError as e:
             raise PajamaError(f"{source.path}: cannot read: {e.strerror}") from None
-        if source.compressed or size <= unit_bytes:
-            units.append(Unit(source, 0, 0, None))
+        size = stat.st_size
+        if source.compressed or size <= unit_bytes or not source.path.is_file():
+            units.append(Unit(source, 0, 0, None, size))
             continue
         cuts = [0]
         with open(source.path, "rb") as f:
             while cuts[-1] + unit_bytes < size:
-                f.seek(cuts[-1] + unit_bytes)
-                f.readline()  # move to the start of the next line
+                f.seek(cuts[-1] + unit_bytes - 1)
+                f.readline()  # to the start of the next line (a line starting exactly at the target is kept whole)
                 cut = f.tell()
                 if cut >= size:
                     break
                 cuts.append(cut)
         cuts.append(size)
-        units.extend(Unit(source, i, a, b) for i, (a, b) in enumerate(zip(cuts, cuts[1:])))
+        units.extend(Unit(source, i, a, b, b - a) for i, (a, b) in enumerate(zip(cuts, cuts[1:])))
     return units
 
 
-# -- worker side -----------------------------------------------------------------------
+def share_units(units: list[Unit], num_nodes: int, node_rank: int) -> list[Unit]:
+    """This node's units: largest first, each unit goes to the node with the least work so
+    far (the lowest rank on a tie). Every node computes the same deal from the same plan."""
+    loads = [(0, rank) for rank in range(num_nodes)]
+    mine = []
+    for unit in sorted(units, key=lambda u: (-u.work, u.name)):
+        load, rank = heapq.heappop(loads)
+        if rank == node_rank:
+            mine.append(unit)
+        heapq.heappush(loads, (load + unit.work, rank))
+    return mine
 
-_worker: dict = {}
+
+# -- one unit ----------------------------------------------------------------------------
 
 
-def _init_worker(tokenizer_path: str, progress: "mp.Queue | None") -> None:
-    _worker["tokenizer"] = Tokenizer(tokenizer_path)
-    _worker["progress"] = progress
-
-
-def prepare_unit(unit: Unit, destination: Path, chunk_size: int, strict: bool) -> dict:
-    """Tokenize one unit into its chunk files and write its record; returns the record.
+def prepare_unit(unit: Unit, destination: Path, chunk_size: int, strict: bool, tokenizer: Tokenizer, report: Callable[[int, int], None] | None = None) -> dict:
+    """Tokenize one unit into its chunk files, then write its record; returns the record.
 
     A file that cannot be read to its end keeps every document before the damage; the record
-    names the error (and, unless ``strict``, the job goes on with the other units).
+    names the error (with ``strict`` it raises instead, as does the first bad line).
+    ``report(bytes, tokens)`` is called as the work advances.
     """
-    tokenizer: Tokenizer = _worker["tokenizer"]
-    progress = _worker["progress"]
     dtype = dtype_for_vocab(tokenizer.vocab_size)
     writer = ChunkWriter(destination, unit.name, chunk_size, dtype, filler=tokenizer.eos_id)
     bad = BadLines()
-    documents = tokens = reported = pending = 0
-    error = None
+    reader = DocumentReader(unit.source, unit.start, unit.end, strict=strict, bad=bad)
     texts: list[str] = []
+    documents = tokens = reported = chars = 0
+    error = None
 
     def flush() -> None:
-        nonlocal documents, tokens, reported, pending
-        if not texts:
-            return
-        ids = tokenizer.encode_documents(texts, dtype)
-        writer.add(ids)
+        nonlocal documents, tokens, reported, chars
+        added = 0
+        for ids in tokenizer.encode_batches(texts, dtype):
+            writer.add(ids)
+            added += len(ids)
         documents += len(texts)
-        tokens += len(ids)
-        # Characters stand in for bytes read; a compressed unit reports its size when done.
-        advance = 0 if unit.source.compressed else min(pending, unit.size - reported)
-        reported += advance
-        progress.put((advance, len(ids)))
+        tokens += added
+        if report is not None:
+            advance = min(reader.position - unit.start, unit.size) - reported
+            reported += advance
+            report(advance, added)
         texts.clear()
-        pending = 0
+        chars = 0
 
     try:
-        for doc in read_documents(unit.source, unit.start, unit.end, strict=strict, bad=bad):
+        for doc in reader:
             texts.append(doc.text)
-            pending += len(doc.text)
-            if pending >= BATCH_BYTES:
+            chars += len(doc.text)
+            if chars >= BATCH_CHARS:
                 flush()
     except UnreadableInput as e:
         if strict:
@@ -134,16 +155,19 @@ def prepare_unit(unit: Unit, destination: Path, chunk_size: int, strict: bool) -
         error = str(e)
     flush()
     files = writer.close()
-    progress.put((unit.size - reported, 0))
+    _remove_stale_chunks(destination, unit.name, len(files))
+    if report is not None:
+        report(unit.size - reported, 0)
     record = {
         "unit": unit.name,
         "subset": unit.source.subset,
         "source": unit.source.relpath,
         "start": unit.start,
         "end": unit.end,
+        "bytes": unit.size,
+        "lines": reader.lines_read,
         "documents": documents,
         "tokens": tokens,
-        "bytes": unit.size,
         "bad_lines": bad.count,
         "bad_examples": bad.examples,
         "error": error,
@@ -153,11 +177,126 @@ def prepare_unit(unit: Unit, destination: Path, chunk_size: int, strict: bool) -
     return record
 
 
-def _run_unit(args: tuple) -> dict:
-    return prepare_unit(*args)
+def _remove_stale_chunks(destination: Path, unit: str, count: int) -> None:
+    """Chunk files (and temporary files) of an earlier run of this unit beyond the ``count``
+    it has now: there are some only if its input changed, e.g. a damaged file was replaced."""
+    while True:
+        name = chunk_name(unit, count)
+        stale = [p for p in (destination / name, destination / f".{name}.tmp") if p.exists()]
+        if not stale:
+            return
+        for path in stale:
+            path.unlink(missing_ok=True)
+        count += 1
 
 
-# -- driver side -----------------------------------------------------------------------
+# -- worker processes ----------------------------------------------------------------------
+
+
+def _worker(tokenizer_path: str, destination: Path, chunk_size: int, strict: bool, tasks, results) -> None:
+    """A worker process: prepare units from ``tasks`` until ``None``, reporting to ``results``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what an interrupt does
+    _exit_with_parent()
+    unit_name = None
+    try:
+        tokenizer = Tokenizer(tokenizer_path)
+        while (unit := tasks.get()) is not None:
+            unit_name = unit.name
+            results.put(("start", os.getpid(), unit_name))
+            record = prepare_unit(unit, destination, chunk_size, strict, tokenizer, lambda b, t: results.put(("progress", b, t)))
+            results.put(("done", os.getpid(), record))
+    except PajamaError as e:
+        results.put(("error", os.getpid(), str(e)))
+    except BaseException:
+        results.put(("crash", os.getpid(), f"unit {unit_name}:\n{traceback.format_exc()}"))
+
+
+def _exit_with_parent() -> None:
+    """Exit when the driver is gone (killed, say): an orphan would go on writing files that a
+    rerun writes too."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _run_units(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_size: int, strict: bool, workers: int) -> None:
+    """Run the units with a progress bar; largest first, so the tail of the job stays parallel."""
+    todo = sorted(todo, key=lambda u: (-u.work, u.name))
+    bar = tqdm(total=sum(u.size for u in todo), unit="B", unit_scale=True, unit_divisor=1024, desc="prepare", smoothing=0.05, mininterval=1.0)
+    tokens = 0
+
+    def advance(nbytes: int, ntokens: int) -> None:
+        nonlocal tokens
+        tokens += ntokens
+        bar.update(nbytes)
+        elapsed = max(bar.format_dict["elapsed"], 1e-9)
+        bar.set_postfix_str(f"{tokens / elapsed / 1e6:,.2f}M tok/s", refresh=False)
+
+    try:
+        if workers == 1:
+            for unit in todo:
+                prepare_unit(unit, destination, chunk_size, strict, tokenizer, advance)
+        else:
+            _run_pool(todo, destination, tokenizer, chunk_size, strict, workers, advance)
+    except KeyboardInterrupt:
+        raise PajamaError("interrupted: finished units are kept; rerun the same command to resume") from None
+    finally:
+        bar.close()
+
+
+def _run_pool(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_size: int, strict: bool, workers: int, advance: Callable[[int, int], None]) -> None:
+    ctx = mp.get_context("spawn")  # no fork: the driver may hold threads and open files
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for unit in todo:
+        tasks.put(unit)
+    for _ in range(workers):
+        tasks.put(None)
+    processes = [ctx.Process(target=_worker, args=(str(tokenizer.path), destination, chunk_size, strict, tasks, results), daemon=True) for _ in range(workers)]
+    for p in processes:
+        p.start()
+    running: dict[int, str] = {}  # pid -> unit
+    done = 0
+    try:
+        while done < len(todo):
+            try:
+                kind, *payload = results.get(timeout=1.0)
+            except queue.Empty:
+                for p in processes:
+                    if p.exitcode not in (None, 0):
+                        doing = f"while preparing unit {running[p.pid]} (out of memory?)" if p.pid in running else "while starting"
+                        how = f"was killed by signal {-p.exitcode}" if p.exitcode < 0 else f"exited with code {p.exitcode}"
+                        raise PajamaError(f"a worker process {how} {doing}; finished units are kept, rerun to resume")
+                if all(p.exitcode is not None for p in processes):
+                    raise PajamaError(f"the worker processes stopped with {len(todo) - done} units left; rerun to resume")
+                continue
+            if kind == "progress":
+                advance(*payload)
+            elif kind == "start":
+                running[payload[0]] = payload[1]
+            elif kind == "done":
+                running.pop(payload[0], None)
+                done += 1
+            elif kind == "error":
+                raise PajamaError(payload[1])
+            else:
+                raise RuntimeError(f"a prepare worker failed on {payload[1]}")
+    finally:
+        deadline = time.time() + (5 if done == len(todo) else 0)  # finished workers exit by themselves
+        for p in processes:
+            p.join(max(0.0, deadline - time.time()))
+            if p.is_alive():
+                p.terminate()
+                p.join()
+        tasks.close()
+        results.close()
+
+
+# -- the command -----------------------------------------------------------------------------
 
 
 def prepare(
@@ -170,7 +309,7 @@ def prepare(
     num_workers: int | None = None,
     num_nodes: int | None = None,
     node_rank: int | None = None,
-    unit_mb: int = 256,
+    unit_mb: float = DEFAULT_UNIT_MB,
     strict: bool = False,
     overwrite: bool = False,
 ) -> None:
@@ -187,64 +326,92 @@ def prepare(
         sample: the source has the Sample's flat layout.
         chunk_size: tokens per chunk file (the howto: 2049 * 1024).
         subsets: only these subsets (default: every subset present; an absent one is skipped).
-        num_workers: worker processes (default: all cores).
-        num_nodes: nodes sharing the job (default: from SLURM, else 1).
+        num_workers: worker processes (default: every core this process may use).
+        num_nodes: machines sharing the job (default: the SLURM job array's task count, or the
+            tasks of an srun step, else 1). Every node runs the same command over a shared
+            destination; the last to finish writes the manifest.
         node_rank: this node's rank in [0, num_nodes) (default: from SLURM, else 0).
-        unit_mb: plain files larger than this many MB are split into units of about this size.
-        strict: stop at the first bad line instead of skipping and counting it.
-        overwrite: delete earlier output in destination_path and start over.
+        unit_mb: plain files larger than this many MB are split into units of about this size
+            (the unit of parallel work and of resumption; fixed for a destination).
+        strict: stop at the first bad line or unreadable file instead of skipping and counting it.
+        overwrite: delete earlier output in destination_path and start over (on one node).
     """
     started = time.time()
     destination = Path(destination_path).expanduser().resolve()
     tokenizer = Tokenizer(Path(tokenizer_path).expanduser().resolve())
     if chunk_size < 1:
         raise PajamaError(f"--chunk_size must be positive, got {chunk_size}")
+    if not unit_mb > 0:
+        raise PajamaError(f"--unit_mb must be positive, got {unit_mb}")
+    if num_workers is not None and num_workers < 1:
+        raise PajamaError(f"--num_workers must be at least 1, got {num_workers}")
     num_nodes, node_rank = _node_share(num_nodes, node_rank)
+    if overwrite and num_nodes > 1:
+        raise PajamaError(f"--overwrite with {num_nodes} nodes would let one node delete another's output: delete {destination} first, or run --overwrite on one node")
     files = find_source_files(source_path, sample=sample, subsets=subsets)
     settings = {
         "tokenizer_sha256": tokenizer.sha256,
         "vocab_size": tokenizer.vocab_size,
         "chunk_size": chunk_size,
         "dtype": str(dtype_for_vocab(tokenizer.vocab_size)),
-        "unit_mb": unit_mb,
+        "unit_mb": float(unit_mb),
+        "subsets": sorted(subsets) if subsets else None,
     }
     _claim_destination(destination, settings, overwrite)
-    units = plan_units(files, unit_mb << 20)
-    mine = [u for i, u in enumerate(units) if i % num_nodes == node_rank]
-    todo = [u for u in mine if not _is_done(_record(destination, u))]
+    units = plan_units(files, int(unit_mb * (1 << 20)))
+    mine = share_units(units, num_nodes, node_rank)
+    records = load_records(destination)
+    present = {entry.name for entry in os.scandir(destination)}
+    todo = [u for u in mine if not _is_done(u, records.get(u.name), present)]
     workers = max(1, min(num_workers or _cpu_count(), len(todo) or 1))
     print(
         f"prepare: {len(files)} files in {len(units)} units"
-        + (f", node {node_rank}/{num_nodes}: {len(mine)} units" if num_nodes > 1 else "")
-        + f"; {len(mine) - len(todo)} already done, {len(todo)} to do with {workers} worker(s)"
+        + (f", node {node_rank} of {num_nodes}: {len(mine)} units" if num_nodes > 1 else "")
+        + f"; {len(mine) - len(todo)} already done, {len(todo)} to do with {workers} worker(s)",
+        flush=True,
     )
-    _run_units(todo, destination, tokenizer, chunk_size, strict, workers)
-    records = [r for r in (_record(destination, u) for u in units) if r is not None]
-    mine_records = [r for r in records if r["unit"] in {u.name for u in mine}]
-    _print_summary(mine_records, time.time() - started)
-    if len(records) == len(units):
-        manifest = build_manifest(records, settings, tokenizer)
-        write_atomic(destination / MANIFEST, json.dumps(manifest, indent=1).encode())
-        print(f"wrote {destination / MANIFEST}: {manifest['tokens']:,} tokens in {len(manifest['chunks'])} chunk files")
+    if todo:
+        (destination / MANIFEST).unlink(missing_ok=True)  # stale until every unit is done again
+        _run_units(todo, destination, tokenizer, chunk_size, strict, workers)
+    records = load_records(destination)
+    planned = {u.name for u in units}
+    stray = sorted(set(records) - planned)
+    if stray:
+        print(f"note: {len(stray)} unit record(s) in {destination / UNITS} are not part of this plan (source files removed or renamed?), left out of the manifest: {', '.join(stray[:3])}{' ...' if len(stray) > 3 else ''}")
+    mine_records = [records[u.name] for u in mine if u.name in records]
+    done_now = {u.name for u in todo}
+    _print_summary(mine_records, sum(r["tokens"] for r in mine_records if r["unit"] in done_now), time.time() - started)
+    complete = [records[u.name] for u in sorted(units, key=lambda u: unit_order(u.name)) if _matches(u, records.get(u.name))]
+    if len(complete) == len(units):
+        manifest = build_manifest(complete, settings, tokenizer)
+        write_atomic(destination / MANIFEST, json.dumps(manifest, indent=1).encode(), shared=True)
+        print(f"wrote {destination / MANIFEST}: {manifest['documents']:,} documents, {manifest['tokens']:,} tokens in {len(manifest['chunks'])} chunk files")
     else:
-        print(f"{len(units) - len(records)} units of other nodes not done yet: the last node to finish writes {MANIFEST}")
-    errors = [r for r in mine_records if r["error"]]
+        print(f"{len(units) - len(complete)} units of other nodes not done yet: the last node to finish writes {MANIFEST} (or rerun this command once they are)")
+    errors = [r["error"] for r in mine_records if r["error"]]
     if errors:
-        lines = "\n  ".join(r["error"] for r in errors)
-        raise PajamaError(f"{len(errors)} file(s) could not be read completely (every good document before the damage was kept):\n  {lines}")
+        more = f" (and {len(errors) - 1} more, listed above)" if len(errors) > 1 else ""
+        raise PajamaError(f"{len(errors)} file(s) could not be read to the end; every document before the damage was kept: {errors[0]}{more}")
 
 
 def _node_share(num_nodes: int | None, node_rank: int | None) -> tuple[int, int]:
+    """(num_nodes, node_rank): as given, else from a SLURM job array (``--array=0-N``), else
+    from the tasks of an ``srun`` step, else one node."""
     env = os.environ
-    if num_nodes is None:
-        num_nodes = int(env.get("SLURM_ARRAY_TASK_COUNT") or env.get("SLURM_NNODES") or 1)
-    if node_rank is None:
-        if "SLURM_ARRAY_TASK_ID" in env:
-            node_rank = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-        else:
-            node_rank = int(env.get("SLURM_NODEID", 0))
+    if "SLURM_ARRAY_TASK_COUNT" in env and "SLURM_ARRAY_TASK_ID" in env:
+        offset = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        step = int(env.get("SLURM_ARRAY_TASK_STEP") or 1)
+        slurm = (int(env["SLURM_ARRAY_TASK_COUNT"]), offset // step)
+    elif "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env:
+        slurm = (int(env["SLURM_STEP_NUM_TASKS"]), int(env["SLURM_PROCID"]))
+    else:
+        slurm = (1, 0)
+    num_nodes = slurm[0] if num_nodes is None else num_nodes
+    node_rank = (slurm[1] if num_nodes == slurm[0] else 0) if node_rank is None else node_rank
+    if num_nodes < 1:
+        raise PajamaError(f"--num_nodes must be at least 1, got {num_nodes}")
     if not 0 <= node_rank < num_nodes:
-        raise PajamaError(f"--node_rank {node_rank} is outside [0, {num_nodes})")
+        raise PajamaError(f"--node_rank {node_rank} is outside [0, {num_nodes}) (a SLURM array must be --array=0-{num_nodes - 1} or similar, else pass --num_nodes and --node_rank)")
     return num_nodes, node_rank
 
 
@@ -256,132 +423,130 @@ def _cpu_count() -> int:
 
 
 def _claim_destination(destination: Path, settings: dict, overwrite: bool) -> None:
-    """Refuse to mix output of a different tokenizer or chunk size into one destination."""
+    """Refuse to mix output of other settings, or foreign chunk files, into one destination."""
     path = destination / SETTINGS
     if overwrite and destination.exists():
         for name in (MANIFEST, SETTINGS):
             (destination / name).unlink(missing_ok=True)
         shutil.rmtree(destination / UNITS, ignore_errors=True)
-        for chunk in destination.glob("*.bin"):
-            chunk.unlink()
+        for p in destination.iterdir():
+            if p.name.endswith(".bin") or (p.name.startswith(".") and p.name.endswith(".tmp")):
+                p.unlink()
     if path.exists():
-        earlier = json.loads(path.read_text())
+        try:
+            earlier = json.loads(path.read_text())
+        except ValueError:
+            raise PajamaError(f"{path}: not valid JSON; use a new destination or --overwrite") from None
         changed = [k for k in settings if earlier.get(k) != settings[k]]
         if changed:
             what = ", ".join(f"{k} {earlier.get(k)} -> {settings[k]}" for k in changed)
             raise PajamaError(f"{destination} holds output prepared with other settings ({what}); use a new destination or --overwrite")
+    elif destination.is_dir() and any(p.name.endswith(".bin") for p in destination.iterdir()):
+        raise PajamaError(f"{destination} holds chunk files that pajama prepare did not write (no {SETTINGS}); use a new destination or --overwrite")
     (destination / UNITS).mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(settings, indent=1).encode())
+    if not path.exists() or json.loads(path.read_text()) != settings:
+        write_atomic(path, json.dumps(settings, indent=1).encode(), shared=True)
 
 
-def _record(destination: Path, unit: Unit) -> dict | None:
-    """The unit's record, if it finished and its chunk files are all there."""
-    path = destination / UNITS / f"{unit.name}.json"
-    if not path.exists():
-        return None
-    record = json.loads(path.read_text())
-    return record if all((destination / c["file"]).exists() for c in record["chunks"]) else None
+def load_records(destination: Path) -> dict[str, dict]:
+    """Every readable unit record in ``destination``, by unit name."""
+    records = {}
+    folder = destination / UNITS
+    if not folder.is_dir():
+        return records
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # written atomically, so only a hand-edited record is unreadable: redo the unit
+        if isinstance(record, dict) and record.get("unit") == path.stem:
+            records[path.stem] = record
+    return records
 
 
-def _is_done(record: dict | None) -> bool:
-    """Finished without a read error (a unit of a damaged file is redone: it may be fixed by now)."""
-    return record is not None and record["error"] is None
+def _is_done(unit: Unit, record: dict | None, present: set[str]) -> bool:
+    """Finished, from the same bytes of the same file, without a read error (a unit of a
+    damaged file is redone: it may be fixed by now), and its chunk files are all there."""
+    return _matches(unit, record) and record["error"] is None and all(c["file"] in present for c in record["chunks"])
 
 
-def _run_units(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_size: int, strict: bool, workers: int) -> None:
-    """Run the units with a progress bar; largest first, so the tail of the job stays parallel."""
-    todo = sorted(todo, key=lambda u: (-u.size, u.name))
-    args = [(u, destination, chunk_size, strict) for u in todo]
-    bar = tqdm(total=sum(u.size for u in todo), unit="B", unit_scale=True, unit_divisor=1024, desc="prepare", smoothing=0.05)
-    tokens = 0
-
-    def advance(nbytes: int, ntokens: int) -> None:
-        nonlocal tokens
-        tokens += ntokens
-        bar.update(nbytes)
-        elapsed = max(bar.format_dict["elapsed"], 1e-9)
-        bar.set_postfix_str(f"{tokens / elapsed / 1e3:,.0f}k tok/s", refresh=False)
-
-    try:
-        if workers == 1:
-            progress: queue.SimpleQueue = queue.SimpleQueue()
-            _init_worker(str(tokenizer.path), progress)
-            for a in args:
-                _run_unit(a)
-                while not progress.empty():
-                    advance(*progress.get())
-        else:
-            ctx = mp.get_context("spawn")
-            progress = ctx.Queue()
-            done = threading.Event()
-
-            def drain() -> None:
-                while not done.is_set():
-                    try:
-                        advance(*progress.get(timeout=0.2))
-                    except queue.Empty:
-                        pass
-
-            drainer = threading.Thread(target=drain, daemon=True)
-            drainer.start()
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(str(tokenizer.path), progress)) as pool:
-                for _ in pool.imap_unordered(_run_unit, args):
-                    pass
-            done.set()
-            drainer.join()
-    except KeyboardInterrupt:
-        bar.close()
-        raise PajamaError("interrupted: finished units are kept; rerun the same command to resume") from None
-    finally:
-        bar.close()
+def _matches(unit: Unit, record: dict | None) -> bool:
+    """The record is of this unit as planned now (a source file that changed size since is redone)."""
+    return record is not None and (record["source"], record["start"], record["end"], record["bytes"]) == (unit.source.relpath, unit.start, unit.end, unit.size)
 
 
 def build_manifest(records: list[dict], settings: dict, tokenizer: Tokenizer) -> dict:
     """The manifest: settings, per-subset and per-source totals, and every chunk file with
-    its subset and real token count. Deterministic: sorted, no timings."""
-    records = sorted(records, key=lambda r: r["unit"])
+    its subset and real token count, in training order. Deterministic: sorted, no timings."""
+    records = sorted(records, key=lambda r: unit_order(r["unit"]))
     subsets: dict[str, dict] = {}
     sources: dict[str, dict] = {}
     chunks = []
     for r in records:
-        s = subsets.setdefault(r["subset"], {"documents": 0, "tokens": 0, "chunk_files": 0, "source_files": 0, "bytes": 0, "bad_lines": 0})
+        s = subsets.setdefault(r["subset"], {"documents": 0, "tokens": 0, "chunk_files": 0, "source_files": 0, "bytes": 0, "bad_lines": 0, "bad_examples": [], "errors": 0})
         src = sources.get(r["source"])
         if src is None:
-            src = sources[r["source"]] = {"subset": r["subset"], "documents": 0, "tokens": 0, "bytes": 0, "bad_lines": 0, "bad_examples": [], "units": 0}
+            src = sources[r["source"]] = {"subset": r["subset"], "documents": 0, "tokens": 0, "bytes": 0, "bad_lines": 0, "bad_examples": [], "errors": [], "units": []}
             s["source_files"] += 1
         for key in ("documents", "tokens", "bytes", "bad_lines"):
             s[key] += r[key]
             src[key] += r[key]
-        src["units"] += 1
+        src["units"].append(r["unit"])
         src["bad_examples"] = (src["bad_examples"] + r["bad_examples"])[: BadLines.max_examples]
+        s["bad_examples"] = (s["bad_examples"] + r["bad_examples"])[: BadLines.max_examples]
+        if r["error"]:
+            src["errors"].append(r["error"])
+            s["errors"] += 1
         s["chunk_files"] += len(r["chunks"])
         chunks.extend({"file": c["file"], "subset": r["subset"], "tokens": c["tokens"]} for c in r["chunks"])
     return {
-        "format": "pajama-chunks/1",
+        "format": FORMAT,
         "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id},
         "chunk_size": settings["chunk_size"],
         "dtype": settings["dtype"],
         "filler": tokenizer.eos_id,
+        "unit_mb": settings["unit_mb"],
+        "units": len(records),
         "documents": sum(s["documents"] for s in subsets.values()),
         "tokens": sum(s["tokens"] for s in subsets.values()),
+        "bad_lines": sum(s["bad_lines"] for s in subsets.values()),
+        "errors": [e for src in sources.values() for e in src["errors"]],
         "subsets": dict(sorted(subsets.items())),
         "sources": dict(sorted(sources.items())),
         "chunks": chunks,
     }
 
 
-def _print_summary(records: list[dict], seconds: float) -> None:
-    totals: dict[str, list[int]] = {}
+def summary_table(subsets: dict[str, dict]) -> list[str]:
+    """Lines of a per-subset table (documents, tokens, chunk files, MB read, bad lines)."""
+    keys = ("documents", "tokens", "chunk_files", "bytes", "bad_lines")
+    rows = [(name, [s.get(k, 0) for k in keys]) for name, s in sorted(subsets.items())]
+    rows.append(("total", [sum(r[1][i] for r in rows) for i in range(len(keys))]))
+    lines = [f"{'subset':<15}{'documents':>12}{'tokens':>16}{'chunk files':>13}{'MB read':>11}{'bad lines':>11}"]
+    for name, (docs, toks, files, nbytes, bad) in rows:
+        lines.append(f"{name:<15}{docs:>12,}{toks:>16,}{files:>13,}{nbytes / 1e6:>11,.1f}{bad:>11,}")
+    return lines
+
+
+def _print_summary(records: list[dict], tokens_now: int, seconds: float) -> None:
+    subsets: dict[str, dict] = {}
     for r in records:
-        t = totals.setdefault(r["subset"], [0, 0, 0, 0])
-        for i, key in enumerate(("documents", "tokens", "bytes", "bad_lines")):
-            t[i] += r[key]
-    rows = sorted(totals.items()) + [("total", [sum(col) for col in zip(*totals.values())] if totals else [0, 0, 0, 0])]
-    print(f"{'subset':<15}{'documents':>12}{'tokens':>16}{'MB read':>11}{'bad lines':>11}")
-    for name, (docs, toks, nbytes, bad) in rows:
-        print(f"{name:<15}{docs:>12,}{toks:>16,}{nbytes / 1e6:>11,.1f}{bad:>11,}")
-    tokens = rows[-1][1][1]
-    print(f"{seconds:.1f} s, {tokens / max(seconds, 1e-9):,.0f} tokens/s")
-    for r in records:
-        for example in r["bad_examples"]:
-            print(f"skipped: {example}")
+        s = subsets.setdefault(r["subset"], {})
+        for key in ("documents", "tokens", "bytes", "bad_lines"):
+            s[key] = s.get(key, 0) + r[key]
+        s["chunk_files"] = s.get("chunk_files", 0) + len(r["chunks"])
+    print("\n".join(summary_table(subsets)))
+    print(f"{seconds:.1f} s, {tokens_now:,} tokens tokenized in this run, {tokens_now / max(seconds, 1e-9):,.0f} tokens/s")
+    by_source: dict[str, list[dict]] = {}
+    for r in sorted(records, key=lambda r: unit_order(r["unit"])):
+        by_source.setdefault(r["source"], []).append(r)
+    shown = 0
+    for source, rs in by_source.items():
+        count = sum(r["bad_lines"] for r in rs)
+        if count and shown < 20:
+            shown += 1
+            examples = [e for r in rs for e in r["bad_examples"]][:3]
+            print(f"skipped {count:,} bad line(s) in {source}, e.g.:\n  " + "\n  ".join(examples))
+        for r in rs:
+            if r["error"]:
+                print(f"could not read to the end: {r['error']}")

@@ -12,13 +12,13 @@ as ``file:line: problem``.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, ClassVar, NamedTuple
 
 import zstandard
 
@@ -26,7 +26,8 @@ from pajama import PajamaError
 
 
 class UnreadableInput(PajamaError):
-    """A file that cannot be read to its end: missing, not a file, corrupt or truncated."""
+    """A file that cannot be read to its end: not a file, empty, corrupt or truncated."""
+
 
 # LLaMA's pre-training mixture (LLaMA paper, table 1), sampling proportions in percent.
 LLAMA_WEIGHTS = {
@@ -115,7 +116,7 @@ def find_source_files(source_path: Path, sample: bool = False, subsets: list[str
             path = root / name
             if not path.exists() and name in SAMPLE_ALIASES:
                 path = root / SAMPLE_ALIASES[name]
-            if not path.is_file():
+            if not path.exists():  # a directory of that name is kept: reading it reports the problem
                 raise PajamaError(f"{root / name}: Sample file missing (the Sample layout has these 11 files: {', '.join(sorted(SAMPLE_FILES))})")
             files.append(SourceFile(subset, path, path.name))
     else:
@@ -130,14 +131,22 @@ def find_source_files(source_path: Path, sample: bool = False, subsets: list[str
                 continue
             for p in found:
                 files.append(SourceFile(subset, p, p.relative_to(root).as_posix()))
+        if missing and subsets:
+            raise PajamaError(f"{root}: no files for requested subset(s) {', '.join(missing)}")
         if not files:
             hint = " (it looks like the Sample layout: pass --sample True)" if any((root / n).is_file() for n in SAMPLE_FILES) else ""
             raise PajamaError(f"{root}: no RedPajama subset folders with .jsonl/.jsonl.zst/.jsonl.gz files found{hint}")
         if missing:
-            if subsets:
-                raise PajamaError(f"{root}: no files for requested subset(s) {', '.join(missing)}")
             print(f"note: subset(s) absent from {root}, skipped: {', '.join(missing)}")
+    seen: dict[str, SourceFile] = {}
+    for f in files:
+        other = seen.setdefault(f.prefix, f)
+        if other is not f:
+            raise PajamaError(f"{f.path}: its output prefix {f.prefix!r} is the same as that of {other.path}; rename one of them")
     return files
+
+
+BLOCK = 1 << 20  # bytes read (or decompressed) at a time
 
 
 @dataclass
@@ -146,7 +155,7 @@ class BadLines:
 
     count: int = 0
     examples: list[str] = field(default_factory=list)
-    max_examples: int = 5
+    max_examples: ClassVar[int] = 5
 
     def add(self, message: str) -> None:
         self.count += 1
@@ -154,93 +163,168 @@ class BadLines:
             self.examples.append(message)
 
 
-@dataclass(frozen=True)
-class Document:
+class Document(NamedTuple):
     text: str
     line: int  # 1-based line number, counted from the start of the range read
 
 
-def open_lines(path: Path, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-    """Raw lines of a (possibly compressed) jsonl file; ``start``/``end`` are byte offsets of
-    the uncompressed plain file and must be line boundaries."""
-    name = path.name
-    try:
-        raw = open(path, "rb")
-    except IsADirectoryError:
-        raise UnreadableInput(f"{path}: is a directory, expected a jsonl file") from None
-    except OSError as e:
-        raise UnreadableInput(f"{path}: cannot open: {e.strerror}") from None
-    with raw:
-        if name.endswith(".zst"):
-            stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), 1 << 20)
-        elif name.endswith(".gz"):
-            stream = io.BufferedReader(gzip.GzipFile(fileobj=raw), 1 << 20)
-        else:
-            raw.seek(start)
-            stream = raw
-        remaining = None if end is None else end - start
-        for line in stream:
-            if remaining is not None:
-                if remaining <= 0:
-                    break
-                remaining -= len(line)
-            yield line
+class DocumentReader:
+    """The documents of one source file, or of a byte range of a plain one, in order.
 
-
-def read_documents(
-    source: SourceFile,
-    start: int = 0,
-    end: int | None = None,
-    strict: bool = False,
-    bad: BadLines | None = None,
-) -> Iterator[Document]:
-    """Documents of ``source`` (between byte offsets ``start`` and ``end`` of a plain file).
-
-    A bad line is counted in ``bad`` and skipped, or raises with ``strict``. Empty texts are
-    skipped silently: there is nothing to train on. A compressed stream that is truncated or
-    corrupt raises after yielding every document before the damage.
+    Iterating yields every line that is a JSON object with a non-empty string ``"text"``.
+    Any other line is a bad line: counted in ``bad`` (with its ``file:line``) and skipped, or,
+    with ``strict``, raised as :class:`PajamaError`. Empty texts are skipped silently: there is
+    nothing to train on. A file that cannot be read to its end (a directory, an empty file,
+    corrupt or truncated compressed data) raises :class:`UnreadableInput` after every complete
+    line before the damage has been yielded. ``position`` is how far into the file on disk
+    the reading has got (compressed bytes for a compressed file), for progress reports.
     """
-    bad = bad if bad is not None else BadLines()
-    line_no = 0
-    base: int | None = 0 if start == 0 else None  # lines before ``start``, counted only if needed
 
-    def where() -> str:
-        nonlocal base
-        if base is None:
-            base = count_lines_before(source.path, start)
-        return f"{source.path}:{base + line_no}"
+    def __init__(self, source: SourceFile, start: int = 0, end: int | None = None, strict: bool = False, bad: BadLines | None = None) -> None:
+        self.source, self.start, self.end, self.strict = source, start, end, strict
+        self.bad = bad if bad is not None else BadLines()
+        self.position = start
+        self.lines_read = 0
+        self._base: int | None = 0 if start == 0 else None  # lines before ``start``, counted only if needed
 
-    lines = open_lines(source.path, start, end)
-    while True:
+    def where(self, line: int) -> str:
+        """``file:line`` of the ``line``-th line of the range (1-based), counted from the file's start."""
+        if self._base is None:
+            self._base = count_lines_before(self.source.path, self.start)
+        return f"{self.source.path}:{self._base + line}"
+
+    def __iter__(self) -> Iterator[Document]:
+        path = self.source.path
         try:
-            raw = next(lines)
-        except StopIteration:
-            return
-        except (zstandard.ZstdError, EOFError, gzip.BadGzipFile, OSError) as e:
-            line_no += 1
-            raise UnreadableInput(f"{where()}: corrupt or truncated data ({e})") from None
-        line_no += 1
-        problem = None
-        try:
-            record = json.loads(raw)
-        except UnicodeDecodeError:
-            problem = "invalid UTF-8"
-        except ValueError as e:
-            problem = f"not valid JSON ({e.msg})" if raw.strip() else "empty line"
-            record = None
-        if problem is None:
-            if not isinstance(record, dict):
-                problem = "not a JSON object"
-            elif not isinstance(record.get("text"), str):
-                problem = 'no string "text" field'
-        if problem is not None:
-            message = f"{where()}: {problem}"
-            if strict:
+            raw = open(path, "rb")
+        except IsADirectoryError:
+            raise UnreadableInput(f"{path}: is a directory, expected a jsonl file") from None
+        except OSError as e:
+            raise UnreadableInput(f"{path}: cannot open: {e.strerror}") from None
+        with raw:
+            if self.start == 0 and self.end is None and os.fstat(raw.fileno()).st_size == 0:
+                raise UnreadableInput(f"{path}: empty file (0 bytes; an interrupted download?)")
+            yield from self._documents(_lines(self._blocks(raw)))
+
+    def _blocks(self, raw: BinaryIO) -> Iterator[bytes]:
+        name = self.source.path.name
+        if name.endswith(".zst"):
+            yield from self._decompress(raw, "zstd", zstandard.ZstdDecompressor().decompressobj, zstandard.ZstdError)
+        elif name.endswith(".gz"):
+            yield from self._decompress(raw, "gzip", lambda: zlib.decompressobj(wbits=31), zlib.error)
+        else:
+            raw.seek(self.start)
+            left = None if self.end is None else self.end - self.start
+            while left is None or left > 0:
+                block = raw.read(BLOCK if left is None else min(BLOCK, left))
+                if not block:
+                    return
+                self.position += len(block)
+                if left is not None:
+                    left -= len(block)
+                yield block
+
+    def _decompress(self, raw: BinaryIO, kind: str, new: Callable, error: type[Exception]) -> Iterator[bytes]:
+        """Decompressed blocks of a stream of one or more frames (members); raises at a
+        corrupt frame or when the data ends inside one (a truncated file)."""
+        decompressor, fed = new(), False
+        while True:
+            data = raw.read(BLOCK)
+            if not data:
+                break
+            self.position += len(data)
+            while data:
+                try:
+                    out = decompressor.decompress(data)
+                except error as e:
+                    raise UnreadableInput(f"{self.where(self.lines_read + 1)}: corrupt {kind} data ({e})") from None
+                fed = True
+                if out:
+                    yield out
+                if decompressor.eof:  # end of a frame: any bytes left start the next one
+                    data, decompressor, fed = decompressor.unused_data, new(), False
+                else:
+                    data = b""
+        if fed:
+            raise UnreadableInput(f"{self.where(self.lines_read + 1)}: truncated {kind} data (the file ends inside a compressed frame; an interrupted download?)")
+
+    def _documents(self, lines: Iterator[bytes]) -> Iterator[Document]:
+        loads = json.loads
+        for raw in lines:
+            self.lines_read += 1
+            try:  # the common case, as few steps as possible
+                line = raw.decode("utf-8")
+                text = loads(line)["text"]
+                if text.__class__ is str and "\\ud" not in line and "\\uD" not in line:
+                    if text:
+                        yield Document(text, self.lines_read)
+                    continue
+            except (ValueError, TypeError, KeyError, RecursionError):
+                pass
+            problem = _problem(raw)
+            if problem is None:  # a surrogate pair escape, which is fine
+                text = loads(raw)["text"]
+                if text:
+                    yield Document(text, self.lines_read)
+                continue
+            message = f"{self.where(self.lines_read)}: {problem}"
+            if self.strict:
                 raise PajamaError(message)
-            bad.add(message)
+            self.bad.add(message)
+
+
+def _problem(raw: bytes) -> str | None:
+    """What is wrong with a line, if anything."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"invalid UTF-8 (byte {e.start + 1} of the line)"
+    try:
+        record = json.loads(line)
+    except ValueError as e:
+        return f"not valid JSON ({e.msg}, column {e.colno})" if line.strip() else "empty line"
+    except RecursionError:
+        return "not valid JSON (nested too deeply)"
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    text = record.get("text")
+    if not isinstance(text, str):
+        return 'no string "text" field'
+    if not _encodable(text):
+        return '"text" holds an unpaired surrogate escape (not valid Unicode)'
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _lines(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    """The lines of a stream of blocks, without their newline; a last line without one too.
+    A line longer than a block is joined once, however many blocks it spans."""
+    parts: list[bytes] = []
+    for block in blocks:
+        if b"\n" not in block:
+            parts.append(block)
             continue
-        if record["text"]:
-            yield Document(record["text"], line_no)
+        lines = block.split(b"\n")
+        if parts:
+            parts.append(lines[0])
+            lines[0] = b"".join(parts)
+        tail = lines.pop()
+        parts = [tail] if tail else []
+        yield from lines
+    if parts:
+        yield b"".join(parts)
+
+
+def read_documents(source: SourceFile, start: int = 0, end: int | None = None, strict: bool = False, bad: BadLines | None = None) -> Iterator[Document]:
+    """The documents of ``source`` (see :class:`DocumentReader`)."""
+    return iter(DocumentReader(source, start, end, strict, bad))
 
 
 def count_lines_before(path: Path, offset: int) -> int:

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import random
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
 
 from pajama import PajamaError
-from pajama.sources import find_source_files, read_documents
+from pajama.sources import UnreadableInput, find_source_files, read_documents
+
+
+SPACE = "\u2581"  # how SentencePiece writes a space
+SPLIT_ABOVE = 4_096  # texts longer than this (characters) are encoded in pieces ...
+PIECE = 2_048  # ... of about this many characters (SentencePiece is fastest on short inputs)
+BATCH_CHARS = 4_000_000  # characters encoded per call of encode_batches' output
 
 
 class Tokenizer:
@@ -27,14 +35,19 @@ class Tokenizer:
         self.path = path
         self.model_bytes = path.read_bytes()
         try:
+            if not self.model_bytes:
+                raise ValueError("empty file")
             self.processor = spm.SentencePieceProcessor(model_proto=self.model_bytes)
+            self.vocab_size = self.processor.vocab_size()
+            if self.vocab_size <= 0:
+                raise ValueError("no vocabulary")
         except Exception:  # SentencePiece reports a bad file as a bare RuntimeError / parse error
             raise PajamaError(f"{path}: not a SentencePiece model") from None
-        self.vocab_size = self.processor.vocab_size()
         self.bos_id, self.eos_id = self.processor.bos_id(), self.processor.eos_id()
         if self.bos_id < 0 or self.eos_id < 0:
             raise PajamaError(f"{path}: the tokenizer defines no BOS/EOS tokens, which pajama needs to frame documents")
         self.sha256 = hashlib.sha256(self.model_bytes).hexdigest()
+        self.splittable = _splits_at_spaces(self.model_bytes, self.processor)
 
     def encode(self, text: str, bos: bool = True, eos: bool = True) -> list[int]:
         ids = self.processor.encode(text)
@@ -42,18 +55,152 @@ class Tokenizer:
 
     def encode_documents(self, texts: list[str], dtype: np.dtype, num_threads: int = 1) -> np.ndarray:
         """Every text framed as BOS ids EOS, concatenated into one array."""
-        encoded = self.processor.encode(texts, num_threads=num_threads)
-        out = np.empty(sum(len(ids) + 2 for ids in encoded), dtype=dtype)
-        pos = 0
-        for ids in encoded:
-            out[pos] = self.bos_id
-            out[pos + 1 : pos + 1 + len(ids)] = ids
-            out[pos + 1 + len(ids)] = self.eos_id
-            pos += len(ids) + 2
+        arrays = list(self.encode_batches(texts, dtype, num_threads=num_threads))
+        return np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)
+
+    def encode_batches(self, texts: Iterable[str], dtype: np.dtype, max_chars: int = BATCH_CHARS, num_threads: int = 1) -> Iterator[np.ndarray]:
+        """``encode_documents`` in bounded steps: arrays of the framed token stream, each from
+        about ``max_chars`` characters of text, so memory stays bounded however long a text is.
+
+        Long texts are encoded in pieces when the model allows it exactly (see ``split``):
+        SentencePiece is several times slower per token on very long inputs.
+        """
+        pieces: list[str] = []
+        marks: list[int] = []  # per piece: 1 starts a document, 2 ends one (3: both)
+        size = 0
+        split_above = SPLIT_ABOVE if self.splittable else None
+        for text in texts:
+            if split_above is None or len(text) <= split_above:  # the common case, kept cheap
+                pieces.append(text)
+                marks.append(3)
+                size += len(text)
+            else:
+                parts = self.split(text)
+                last = len(parts) - 1
+                for i, part in enumerate(parts):  # one by one, so a huge text is encoded in bounded steps
+                    pieces.append(part)
+                    marks.append((i == 0) | ((i == last) << 1))
+                    size += len(part)
+                    if size >= max_chars and i < last:
+                        yield self._frame(pieces, marks, dtype, num_threads)
+                        pieces, marks, size = [], [], 0
+            if size >= max_chars:
+                yield self._frame(pieces, marks, dtype, num_threads)
+                pieces, marks, size = [], [], 0
+        if pieces:
+            yield self._frame(pieces, marks, dtype, num_threads)
+
+    def _frame(self, pieces: list[str], marks: list[int], dtype: np.dtype, num_threads: int) -> np.ndarray:
+        """The ids of ``pieces`` back to back, with BOS before each piece that starts a
+        document and EOS after each that ends one."""
+        if marks.count(3) == len(marks):  # whole documents only: SentencePiece frames them
+            encoded = self.processor.encode(pieces, add_bos=True, add_eos=True, num_threads=num_threads)
+            return np.fromiter(itertools.chain.from_iterable(encoded), dtype=dtype, count=sum(map(len, encoded)))
+        encoded = self.processor.encode(pieces, num_threads=num_threads)
+        bos, eos = [self.bos_id], [self.eos_id]
+        parts: list[list[int]] = []
+        total = 0
+        for mark, ids in zip(marks, encoded):
+            if mark & 1:
+                parts.append(bos)
+            parts.append(ids)
+            if mark & 2:
+                parts.append(eos)
+            total += len(ids) + (mark & 1) + (mark >> 1)
+        return np.fromiter(itertools.chain.from_iterable(parts), dtype=dtype, count=total)
+
+    def split(self, text: str) -> list[str]:
+        """``text`` cut into pieces of about ``PIECE`` characters whose ids, concatenated, are
+        exactly the ids of the whole text; ``[text]`` if it is short or the model does not allow it.
+
+        A cut removes a single space that follows a character other than a space: the piece
+        after it then starts with the space SentencePiece's dummy prefix puts back. With
+        identity normalisation the two sides normalise to exactly the two halves of the whole,
+        and when no vocabulary piece holds a space after another character (the case for
+        models trained to split at whitespace, like LLaMA's), BPE can never merge across that
+        boundary, so each side is segmented on its own just as within the whole.
+        """
+        n = len(text)
+        if n <= SPLIT_ABOVE or not self.splittable:
+            return [text]
+        out = []
+        start = 0
+        while n - start > 2 * PIECE:
+            cut = text.find(" ", start + PIECE)
+            while cut != -1 and text[cut - 1] in (" ", SPACE):
+                cut = text.find(" ", cut + 1)
+            if cut == -1 or cut + 1 >= n:
+                break
+            out.append(text[start:cut])
+            start = cut + 1
+        out.append(text[start:])
         return out
 
     def decode(self, ids: list[int]) -> str:
         return self.processor.decode([int(i) for i in ids])
+
+
+def _splits_at_spaces(model: bytes, processor: spm.SentencePieceProcessor) -> bool:
+    """Whether ``Tokenizer.split`` is exact for this model (see there): a BPE model with
+    identity normalisation that escapes spaces, adds a dummy prefix and keeps extra spaces,
+    whitespace as a prefix of pieces, and no piece with a space after another character."""
+    try:
+        top = _proto_fields(model)
+        trainer = _proto_fields(top.get(2, [b""])[-1])
+        normalizer = _proto_fields(top.get(3, [b""])[-1])
+    except (IndexError, ValueError):
+        return False
+
+    def value(fields: dict, number: int, default):
+        return fields[number][-1] if number in fields else default
+
+    if value(trainer, 3, 1) != 2 or value(trainer, 24, 0):  # model_type BPE, treat_whitespace_as_suffix
+        return False
+    if value(normalizer, 2, b"") or value(normalizer, 6, b""):  # precompiled_charsmap, normalization_rule_tsv
+        return False
+    if not value(normalizer, 3, 1) or value(normalizer, 4, 1) or not value(normalizer, 5, 1):
+        return False  # add_dummy_prefix, remove_extra_whitespaces, escape_whitespaces
+    for i in range(processor.get_piece_size()):
+        piece = processor.id_to_piece(i)
+        if SPACE in piece.lstrip(SPACE):
+            return False
+    return True
+
+
+def _proto_fields(buf: bytes) -> dict[int, list]:
+    """The fields of one serialised protobuf message: number -> values (ints for varints,
+    bytes otherwise). Enough of the wire format to read a SentencePiece model's settings."""
+    fields: dict[int, list] = {}
+    i, n = 0, len(buf)
+
+    def varint() -> int:
+        nonlocal i
+        result = shift = 0
+        while True:
+            byte = buf[i]
+            i += 1
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return result
+            shift += 7
+
+    while i < n:
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value = varint()
+        elif wire == 2:
+            length = varint()
+            value, i = buf[i : i + length], i + length
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, i = buf[i : i + size], i + size
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if i > n:
+            raise ValueError("truncated protobuf message")
+        fields.setdefault(number, []).append(value)
+    return fields
 
 
 def train_tokenizer(
@@ -95,18 +242,21 @@ def train_tokenizer(
                 per_file = budget // min(len(subset_files), 8) + 1
                 for f in subset_files:
                     taken = 0
-                    for doc in read_documents(f, strict=False):
-                        if budget <= 0 or taken >= per_file:
-                            break
-                        lines = [line for line in doc.text.splitlines() if line.strip()]
-                        if not lines:
-                            continue
-                        chunk = "\n".join(lines) + "\n"
-                        size = len(chunk.encode("utf-8"))
-                        out.write(chunk)
-                        taken += size
-                        budget -= size
-                        written += size
+                    try:
+                        for doc in read_documents(f, strict=False):
+                            if budget <= 0 or taken >= per_file:
+                                break
+                            lines = [line for line in doc.text.splitlines() if line.strip()]
+                            if not lines:
+                                continue
+                            chunk = "\n".join(lines) + "\n"
+                            size = len(chunk.encode("utf-8"))
+                            out.write(chunk)
+                            taken += size
+                            budget -= size
+                            written += size
+                    except UnreadableInput as e:
+                        print(f"note: {e} (its documents before the damage were used)")
                     if budget <= 0:
                         break
         if written == 0:

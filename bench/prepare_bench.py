@@ -1,0 +1,292 @@
+"""Data preparation throughput, all measured in one run (run by hand, not by the tests).
+
+Builds a RedPajama-shaped corpus of real text (the standard library's docstrings and
+sources, repeated: short documents, code, book-length documents, and a Common Crawl
+``.jsonl.zst``), then reports:
+
+  (a) the ceiling: the tokenizer alone encoding the same texts in memory on every core;
+  (b) ``pajama prepare`` end to end on every core, as a fraction of the ceiling;
+  (c) a one-process loop in the style of lit-llama's prepare (read a line, json.loads, encode,
+      append to an array, write chunks), and prepare's speed-up over it;
+  (d) prepare's scaling from 1 to 2 workers;
+  (e) the peak memory of a worker on one large ``.jsonl.zst``, for two file sizes.
+
+Rates are tokens of text per second (BOS/EOS excluded), so every line counts the same work.
+A busy machine makes absolute figures meaningless: compare the ratios, measured in one run.
+
+    python bench/prepare_bench.py [--size_mb 150] [--workdir /tmp/pajama-prepare-bench] [--tokenizer_path M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import inspect
+import io
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import zstandard
+
+from pajama.chunks import ChunkWriter, dtype_for_vocab
+from pajama.prepare import prepare
+from pajama.sources import DocumentReader, find_source_files
+from pajama.tokenizer import Tokenizer, train_tokenizer
+
+CC = "common_crawl/2019-30/en_head_0000.json.gz.dedup.classifier.jsonl.zst"
+SKIP_MODULES = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "pydoc", "webbrowser"}
+
+
+def stdlib_docstrings() -> list[str]:
+    texts, seen = [], set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in sorted(sys.stdlib_module_names - SKIP_MODULES):
+            try:
+                module = importlib.import_module(name)
+            except Exception:
+                continue
+            for obj in [module] + [o for _, o in sorted(vars(module).items()) if inspect.isclass(o) or inspect.isfunction(o)]:
+                try:
+                    doc = inspect.getdoc(obj)
+                except Exception:
+                    continue
+                if doc and len(doc) > 40 and doc not in seen:
+                    seen.add(doc)
+                    texts.append(doc)
+    return texts
+
+
+def stdlib_sources() -> list[str]:
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    texts = []
+    for path in sorted(lib.rglob("*.py")):
+        if "site-packages" in path.parts:
+            continue
+        try:
+            texts.append(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, OSError):
+            pass
+    return texts
+
+
+def write_jsonl(path: Path, texts: list[str], compress: bool = False) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = b"".join(json.dumps({"text": t, "meta": {"i": i}}).encode() + b"\n" for i, t in enumerate(texts))
+    path.write_bytes(zstandard.ZstdCompressor(level=3).compress(data) if compress else data)
+    return len(data)
+
+
+def take(pool: list[str], mb: float, rng: random.Random) -> list[str]:
+    """Documents drawn (with repetition) from ``pool`` up to ``mb`` MB of text."""
+    out, size = [], 0
+    while size < mb * 1e6:
+        t = rng.choice(pool)
+        out.append(t)
+        size += len(t)
+    return out
+
+
+def build_corpus(root: Path, size_mb: float) -> None:
+    rng = random.Random(0)
+    docs, code = stdlib_docstrings(), stdlib_sources()
+    books = ["\n\n".join(take(docs + code, 1.0, rng)) for _ in range(max(1, int(size_mb * 0.15)))]
+    share = size_mb / 100
+    for i in range(3):
+        write_jsonl(root / "c4" / f"c4-train.{i:05d}-of-01024.jsonl", take(docs, 10 * share, rng))
+    write_jsonl(root / "github" / "filtered_0a1b2c.sampled.jsonl", take(code, 25 * share, rng))
+    write_jsonl(root / "book" / "book.jsonl", books)
+    write_jsonl(root / "wikipedia" / "wiki.jsonl", take(docs, 5 * share, rng))
+    write_jsonl(root / CC, take(docs + code, 25 * share, rng), compress=True)
+
+
+def load_texts(root: Path) -> list[str]:
+    return [d.text for f in find_source_files(root) for d in DocumentReader(f)]
+
+
+# -- (a) the ceiling ---------------------------------------------------------------------------
+
+
+def _encode_share(model: str, texts: list[str], split: bool, barrier, results) -> None:
+    tok = Tokenizer(model)
+    if split:
+        texts = [p for t in texts for p in tok.split(t)]
+    barrier.wait()
+    start = time.perf_counter()
+    n = sum(len(ids) for ids in tok.processor.encode(texts))
+    results.put((time.perf_counter() - start, n))
+
+
+def ceiling_processes(model: str, texts: list[str], cores: int, split: bool) -> tuple[float, int]:
+    """Every core encoding an equal share (by length) in its own process: (seconds, tokens)."""
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    shares: list[list[str]] = [[] for _ in range(cores)]
+    sizes = [0] * cores
+    for i in order:  # largest first, to the least loaded
+        k = sizes.index(min(sizes))
+        shares[k].append(texts[i])
+        sizes[k] += len(texts[i])
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(cores), ctx.Queue()
+    procs = [ctx.Process(target=_encode_share, args=(model, s, split, barrier, results)) for s in shares]
+    for p in procs:
+        p.start()
+    out = [results.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return max(t for t, _ in out), sum(n for _, n in out)
+
+
+def ceiling_threads(model: str, texts: list[str], cores: int) -> tuple[float, int]:
+    tok = Tokenizer(model)
+    start = time.perf_counter()
+    n = sum(len(ids) for ids in tok.processor.encode(texts, num_threads=cores))
+    return time.perf_counter() - start, n
+
+
+# -- (c) a one-process loop as lit-llama's prepare does it --------------------------------------
+
+
+def anchor_loop(root: Path, model: str, destination: Path, chunk_size: int) -> tuple[float, int]:
+    start = time.perf_counter()
+    tok = Tokenizer(model)
+    sp = tok.processor
+    dtype = dtype_for_vocab(tok.vocab_size)
+    destination.mkdir(parents=True)
+    n = 0
+    for f in find_source_files(root):
+        writer = ChunkWriter(destination, f.prefix, chunk_size, dtype, filler=tok.eos_id)
+        with open(f.path, "rb") as raw:
+            stream = zstandard.ZstdDecompressor().stream_reader(raw) if f.compressed else raw
+            for line in io.TextIOWrapper(stream, encoding="utf-8"):
+                text = json.loads(line)["text"]
+                ids = [tok.bos_id] + sp.encode(text) + [tok.eos_id]
+                writer.add(np.array(ids, dtype=dtype))
+                n += len(ids) - 2
+        writer.close()
+    return time.perf_counter() - start, n
+
+
+# -- (b), (d) prepare ---------------------------------------------------------------------------
+
+
+def run_prepare(root: Path, model: str, destination: Path, workers: int, unit_mb: float, chunk_size: int) -> tuple[float, int]:
+    shutil.rmtree(destination, ignore_errors=True)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its summary and progress bar
+        prepare(root, model, destination, num_workers=workers, unit_mb=unit_mb, chunk_size=chunk_size)
+    seconds = time.perf_counter() - start
+    manifest = json.loads((destination / "manifest.json").read_text())
+    return seconds, manifest["tokens"] - 2 * manifest["documents"]
+
+
+# -- (e) memory ---------------------------------------------------------------------------------
+
+# The peak is read from /proc (VmHWM, this process's own high-water mark): getrusage's
+# ru_maxrss would include the memory of the benchmark process it was forked from.
+RSS_SCRIPT = """
+import sys
+from pajama.prepare import prepare
+if sys.argv[4] == "prepare":
+    prepare(sys.argv[1], sys.argv[2], sys.argv[3], num_workers=1)
+else:
+    from pajama.tokenizer import Tokenizer
+    Tokenizer(sys.argv[2])
+status = open("/proc/self/status").read()
+print("RSS", status.split("VmHWM:")[1].split()[0])
+"""
+
+
+def peak_rss_mb(root: Path, model: str, destination: Path, what: str) -> float:
+    shutil.rmtree(destination, ignore_errors=True)
+    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(root), model, str(destination), what], capture_output=True, text=True, check=True).stdout
+    return int(out.split("RSS")[-1]) / 1024  # kB -> MB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size_mb", type=float, default=150, help="MB of jsonl text in the corpus")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/pajama-prepare-bench"))
+    parser.add_argument("--tokenizer_path", type=Path, help="default: a 32000-token BPE trained on the corpus")
+    parser.add_argument("--unit_mb", type=float, default=4, help="small units, so the tail (one unit at most) is short on this small corpus")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each measurement; the fastest counts")
+    parser.add_argument("--rss_mb", type=float, default=60, help="MB of text in the smaller .jsonl.zst of (e); the larger has twice as much")
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    work = args.workdir
+    corpus = work / "corpus"
+    chunk_size = 2049 * 1024
+    if not (corpus / CC).exists():
+        print(f"building a {args.size_mb:.0f} MB corpus in {corpus} ...", flush=True)
+        shutil.rmtree(corpus, ignore_errors=True)
+        build_corpus(corpus, args.size_mb)
+    model = str(args.tokenizer_path or work / "tokenizer" / "tokenizer.model")
+    if not Path(model).exists():
+        train_tokenizer(corpus, work / "tokenizer", vocab_size=32000, max_bytes=30_000_000)
+    tok = Tokenizer(model)
+    with contextlib.redirect_stdout(io.StringIO()):
+        texts = load_texts(corpus)
+    chars = sum(map(len, texts))
+    long = sum(len(t) for t in texts if len(tok.split(t)) > 1)
+    print(f"corpus: {len(texts):,} documents, {chars / 1e6:.0f} M characters ({long / chars:.0%} in documents encoded in pieces); {cores} cores; tokenizer vocab {tok.vocab_size}, pieces {'exact' if tok.splittable else 'off'}")
+
+    def row(name: str, measure) -> float:
+        """Best of ``--repeat`` runs: a busy machine only ever slows a run down."""
+        runs = [measure() for _ in range(args.repeat)]
+        seconds, tokens = min(runs)
+        rate = tokens / seconds
+        print(f"  {name:<55} {seconds:7.1f} s {tokens / 1e6:8.1f} M tokens {rate / 1e6:7.2f} M tok/s  (runs: {', '.join(f'{t:.1f}' for t, _ in runs)} s)", flush=True)
+        return rate
+
+    print(f"(a) ceiling: the tokenizer alone, texts in memory (best of {args.repeat})")
+    thr = row(f"encode(list, num_threads={cores})", lambda: ceiling_threads(model, texts, cores))
+    procs = row(f"{cores} processes, whole documents", lambda: ceiling_processes(model, texts, cores, split=False))
+    pieces = row(f"{cores} processes, long documents in prepare's pieces", lambda: ceiling_processes(model, texts, cores, split=True))
+    del texts
+    print("(b), (d) pajama prepare, end to end")
+    p_all = row(f"prepare, {cores} workers (unit_mb {args.unit_mb:g})", lambda: run_prepare(corpus, model, work / "out", cores, args.unit_mb, chunk_size))
+    p_one = row("prepare, 1 worker", lambda: run_prepare(corpus, model, work / "out1", 1, args.unit_mb, chunk_size))
+    print("(c) one process, line by line (lit-llama's way)")
+
+    def anchor_run() -> tuple[float, int]:
+        shutil.rmtree(work / "anchor", ignore_errors=True)
+        with contextlib.redirect_stdout(io.StringIO()):
+            return anchor_loop(corpus, model, work / "anchor", chunk_size)
+
+    anchor = row("read, json.loads, encode, np.array, write", anchor_run)
+
+    print("(e) peak memory of one worker on one .jsonl.zst")
+    rng = random.Random(1)
+    pool = stdlib_docstrings() + stdlib_sources()
+    rss = {}
+    for mb in (args.rss_mb, 2 * args.rss_mb):
+        root = work / f"rss{mb:g}"
+        if not (root / CC).exists():
+            write_jsonl(root / CC, take(pool, mb, rng) + ["\n\n".join(take(pool, 2.0, rng))], compress=True)
+        rss[mb] = peak_rss_mb(root, model, work / "rss_out", "prepare")
+        print(f"  {mb:g} MB of text ({(root / CC).stat().st_size / 1e6:.0f} MB compressed, one 2 MB document): peak RSS {rss[mb]:.0f} MB", flush=True)
+    base = peak_rss_mb(work / f"rss{args.rss_mb:g}", model, work / "rss_out", "imports")
+    print(f"  the same process after its imports and loading the tokenizer: {base:.0f} MB")
+
+    best = max(thr, procs)
+    print("\nratios")
+    print(f"  prepare / ceiling (whole documents, best of threads and processes): {p_all / best:.2f}   (goal >= 0.90)")
+    print(f"  prepare / ceiling (documents in prepare's pieces):                  {p_all / pieces:.2f}")
+    print(f"  prepare on {cores} cores / one-process loop:                            {p_all / anchor:.2f}x  (goal >= 1.8x on 2 cores)")
+    print(f"  prepare 1 -> {cores} workers:                                            {p_all / p_one:.2f}x  (goal >= 1.85x on 2)")
+    print(f"  peak RSS {args.rss_mb:g} MB -> {2 * args.rss_mb:g} MB file: {rss[args.rss_mb]:.0f} -> {rss[2 * args.rss_mb]:.0f} MB   (goal <= 1024, flat)")
+
+
+if __name__ == "__main__":
+    main()

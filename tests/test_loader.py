@@ -145,3 +145,24 @@ def test_subset_smaller_than_one_sequence_is_named(tmp_path):
     data = make_data(tmp_path, {"arxiv": 1000, "book": 5})
     with pytest.raises(PajamaError, match="subset book has 5 tokens"):
         split_blocks(data, block=33, val_fraction=0.01, holdout=True)
+
+
+def test_a_subset_of_one_chunk_file_feeds_many_ranks_without_running_dry(tmp_path):
+    # lit-llama gave each rank its own files, so a subset with fewer files than ranks ended in StopIteration.
+    data = make_data(tmp_path, {"arxiv": 3 * 10, "c4": 4000}, chunk_size=4000)
+    assert len(data.streams["arxiv"].files) == 1
+    train, _ = split_blocks(data, block=10, val_fraction=0.0, holdout=False)
+    sampler = MixtureSampler(train, {"arxiv": 1.0, "c4": 1.0}, 10, seed=5)
+    world = 8
+    arxiv = []
+    for _ in range(50):
+        batch = sampler.draw(world)
+        per_rank = [batch[r : r + 1] for r in range(world)]  # each rank's slice of the global batch
+        for samples in per_rank:
+            tokens = sampler.read(samples)
+            assert tokens.shape == (1, 10)
+        arxiv += [b for s, b in batch if sampler.names[s] == "arxiv"]
+    assert len(arxiv) > 100  # the one-file subset is drawn on and on: a new epoch whenever it runs out
+    epochs = [arxiv[i : i + 3] for i in range(0, len(arxiv) - 2, 3)]
+    assert all(sorted(e) == [0, 1, 2] for e in epochs)  # each epoch reads every block once
+    assert len({tuple(e) for e in epochs}) > 1  # in a fresh order

@@ -5,6 +5,7 @@ import csv
 import math
 import os
 import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -82,10 +83,18 @@ def test_pretrain_loss_falls_and_generate_reads_the_checkpoint(prepared, tmp_pat
     assert "tokens/s" in result.stderr
 
 
-def test_sigkill_then_resume_gives_identical_losses(prepared, tmp_path):
+@pytest.fixture(scope="module")
+def straight(prepared, tmp_path_factory):
+    """A 40-step run never interrupted, a checkpoint every 5 steps, all kept: (its command, out_dir)."""
     data, _ = prepared
     args = ["pretrain", "--train_data_dir", data, *SMALL, "--max_iters", "40", "--save_interval", "5", "--eval_interval", "20", "--keep_last", "0"]
-    pajama(*args, "--out_dir", tmp_path / "straight")
+    out = tmp_path_factory.mktemp("straight") / "run"
+    pajama(*args, "--out_dir", out)
+    return args, out
+
+
+def test_sigkill_then_resume_gives_identical_losses(straight, tmp_path):
+    args, straight_out = straight
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "pajama.cli", *map(str, args), "--out_dir", killed], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -95,8 +104,31 @@ def test_sigkill_then_resume_gives_identical_losses(prepared, tmp_path):
     proc.wait()
     assert not (killed / "checkpoints" / "step-00000040").exists(), "the run finished before it could be killed"
     pajama(*args, "--out_dir", killed)
-    assert losses(killed) == losses(tmp_path / "straight")  # bit for bit, step for step
+    assert losses(killed) == losses(straight_out)  # bit for bit, step for step
     assert len(losses(killed)) == 40
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_to_resume_from(straight, tmp_path):
+    args, straight_out = straight
+    # What a kill while step 15 is being saved leaves behind: steps up to 10, the metrics so far,
+    # and a half-written step 15 under its temporary name.
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    for step in (5, 10):
+        shutil.copytree(checkpoint.checkpoint_dir(straight_out, step), checkpoint.checkpoint_dir(out, step))
+    with open(straight_out / "metrics.csv") as f:
+        lines = f.readlines()
+    (out / "metrics.csv").write_text("".join(lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) <= 17]))
+    partial = out / "checkpoints" / ".step-00000015.tmp"
+    partial.mkdir()
+    state = (checkpoint.checkpoint_dir(straight_out, 15) / "state").read_bytes()
+    (partial / "state").write_bytes(state[: len(state) // 2])
+    assert checkpoint.resolve(out).name == "step-00000010"  # the partial save is never taken as a checkpoint
+    result = pajama(*args, "--out_dir", out)
+    assert "step-00000010" in result.stdout + result.stderr  # resumed from the last complete one
+    assert losses(out) == losses(straight_out)
+    assert [p.name for p in checkpoint.list_checkpoints(out)] == [p.name for p in checkpoint.list_checkpoints(straight_out)]
+    assert not partial.exists()
 
 
 def test_sigterm_checkpoints_exits_for_requeue_and_resumes(prepared, tmp_path):

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -246,7 +247,11 @@ def _run(fabric: L.Fabric, config: TrainConfig) -> None:
     if config.compile:
         for layer in model.layers:
             layer.compile()
-    model = fabric.setup(model)
+    with warnings.catch_warnings():
+        # Materialising runs each module's reset_parameters, random ops on DTensors that warn on
+        # CPU meshes; init_weights replaces every one of those values just below.
+        warnings.filterwarnings("ignore", message="DTensor random operators")
+        model = fabric.setup(model)
     model.module.init_weights(config.seed)
     if config.initial_checkpoint is not None:
         _load_initial(model.module, config.initial_checkpoint, train_data)

@@ -225,6 +225,33 @@ def test_two_node_torchrun_matches_one_process(prepared, tmp_path):
         assert math.isclose(one[step], two[step], rel_tol=1e-4), (step, one[step], two[step])
 
 
+@pytest.mark.parametrize("launcher", ["srun", "mpiexec"])
+def test_srun_and_mpi_launched_processes_match_one_process(prepared, tmp_path, launcher):
+    data, _ = prepared
+    common = ["pretrain", "--train_data_dir", data, *SMALL, "--max_iters", "3", "--save_interval", "3", "--eval_interval", "3", "--precision", "32-true"]
+    pajama(*common, "--out_dir", tmp_path / "one")
+    command = [sys.executable, "-m", "pajama.cli", *map(str, common), "--out_dir", str(tmp_path / "run")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT=str(_free_port()))
+    if launcher == "srun":
+        # What `srun` gives each task of `sbatch --nodes=2 --ntasks-per-node=1` (examples/pretrain.sbatch).
+        slurm = dict(SLURM_JOB_NAME="pajama", SLURM_JOB_ID="4242", SLURM_NNODES="2", SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="1", SLURM_NODELIST="127.0.0.1")
+        procs = [
+            subprocess.Popen([*command, "--num_nodes", "2", "--devices", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=dict(env, **slurm, SLURM_PROCID=str(rank), SLURM_NODEID=str(rank), SLURM_LOCALID="0"))
+            for rank in (0, 1)
+        ]  # fmt: skip
+    else:
+        mpiexec = Path(sys.executable).with_name("mpiexec")  # from the mpich wheel of the test extra
+        procs = [subprocess.Popen([str(mpiexec), "-n", "2", *command, "--devices", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(procs), "\n".join(o[-3000:] for o in outputs)
+    assert "Starting with 2 processes" in "".join(outputs)
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "run")
+    assert one.keys() == two.keys() == {1, 2, 3}
+    for step in one:
+        assert math.isclose(one[step], two[step], rel_tol=1e-4), (step, one[step], two[step])
+
+
 def test_compile_and_activation_checkpointing_train_the_same_model(prepared, tmp_path):
     data, _ = prepared
     base = dict(

@@ -228,19 +228,21 @@ def _run_units(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_
     """Run the units with a progress bar; largest first, so the tail of the job stays parallel."""
     todo = sorted(todo, key=lambda u: (-u.work, u.name))
     bar = tqdm(total=sum(u.size for u in todo), unit="B", unit_scale=True, unit_divisor=1024, desc="prepare", smoothing=0.05, mininterval=1.0)
-    tokens = 0
+    tokens = finished = 0
 
-    def advance(nbytes: int, ntokens: int) -> None:
-        nonlocal tokens
+    def advance(nbytes: int, ntokens: int, units: int = 0) -> None:
+        nonlocal tokens, finished
         tokens += ntokens
+        finished += units
         bar.update(nbytes)
         elapsed = max(bar.format_dict["elapsed"], 1e-9)
-        bar.set_postfix_str(f"{tokens / elapsed / 1e6:,.2f}M tok/s", refresh=False)
+        bar.set_postfix_str(f"{finished}/{len(todo)} units, {tokens / elapsed / 1e6:,.2f}M tok/s", refresh=units > 0)
 
     try:
         if workers == 1:
             for unit in todo:
                 prepare_unit(unit, destination, chunk_size, strict, tokenizer, advance)
+                advance(0, 0, units=1)
         else:
             _run_pool(todo, destination, tokenizer, chunk_size, strict, workers, advance)
     except KeyboardInterrupt:
@@ -249,7 +251,7 @@ def _run_units(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_
         bar.close()
 
 
-def _run_pool(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_size: int, strict: bool, workers: int, advance: Callable[[int, int], None]) -> None:
+def _run_pool(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_size: int, strict: bool, workers: int, advance: Callable[..., None]) -> None:
     ctx = mp.get_context("spawn")  # no fork: the driver may hold threads and open files
     tasks, results = ctx.Queue(), ctx.Queue()
     for unit in todo:
@@ -281,6 +283,7 @@ def _run_pool(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_s
             elif kind == "done":
                 running.pop(payload[0], None)
                 done += 1
+                advance(0, 0, units=1)
             elif kind == "error":
                 raise PajamaError(payload[1])
             else:

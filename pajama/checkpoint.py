@@ -33,12 +33,18 @@ def checkpoint_dir(out_dir: Path, step: int) -> Path:
     return Path(out_dir) / CHECKPOINTS / f"step-{step:08d}"
 
 
+def step_of(path: Path) -> int:
+    """The step of a checkpoint directory, from its name."""
+    return int(path.name.removeprefix("step-"))
+
+
 def list_checkpoints(out_dir: Path) -> list[Path]:
     """Complete checkpoints under ``out_dir``, oldest first."""
     root = Path(out_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob("step-*") if (p / META).is_file() and (p / STATE).exists())
+    found = [p for p in root.glob("step-*") if p.name[5:].isdigit() and (p / META).is_file() and (p / STATE).exists()]
+    return sorted(found, key=step_of)
 
 
 def rng_state() -> dict:
@@ -69,14 +75,24 @@ def save(fabric, out_dir: Path, step: int, state: dict, meta: dict, keep_last: i
         (tmp / META).write_text(json.dumps(meta, indent=1, default=str))
     fabric.barrier()
     if fabric.global_rank == 0:
+        _fsync_tree(tmp)  # on disk before the name says complete
         if final.exists():  # an older save of the same step (a rerun): replace it
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-        for old in list_checkpoints(out_dir)[:-keep_last] if keep_last > 0 else []:
+        earlier = [p for p in list_checkpoints(out_dir) if step_of(p) <= step]
+        for old in earlier[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     fabric.barrier()
     return final
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(root)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -88,8 +104,14 @@ def _fsync_dir(path: Path) -> None:
 
 
 def read_meta(path: Path) -> dict:
-    path = resolve(path)
-    return json.loads((path / META).read_text())
+    path = resolve(path) / META
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise PajamaError(f"{path}: unreadable ({e}); use another checkpoint (--resume PATH)") from None
+    if not isinstance(meta, dict) or not {"model", "step", "train"} <= set(meta):
+        raise PajamaError(f"{path}: not a pajama checkpoint description (no model, step or train entries)")
+    return meta
 
 
 def resolve(path: Path) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import sys
 import typing
 from collections.abc import Callable
@@ -131,8 +132,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"pajama: error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("pajama: interrupted", file=sys.stderr)
+        print("\npajama: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # output piped into a reader that stopped early (`| head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        sys.exit(141)
 
 
 if __name__ == "__main__":

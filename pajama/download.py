@@ -35,6 +35,7 @@ from typing import TypeVar
 from tqdm import tqdm
 
 from pajama import PajamaError, __version__
+from pajama.progress import progress_bar
 from pajama.sources import SUBSETS
 
 __all__ = ["DEFAULT_URLS", "download", "url_relative_path"]
@@ -125,7 +126,7 @@ def download(
     failed: dict[str, str] = {}
 
     # Phase 1: find out which files are complete already and how large the others are.
-    checking = tqdm(total=len(items), desc="checking", unit="file", leave=False, dynamic_ncols=True)
+    checking = progress_bar(total=len(items), desc="checking", unit="file", leave=False, dynamic_ncols=True)
     ctx.bar = checking
     todo: list[_Item] = []
     complete = 0
@@ -147,7 +148,7 @@ def download(
         f"{len(items)} files selected: {complete} complete, {len(todo)} to download "
         f"({_human(max(total - on_disk, 0))} left)" + (f", {len(failed)} failed" if failed else "")
     )
-    bar = tqdm(
+    bar = progress_bar(
         total=total,
         initial=on_disk,
         desc="downloading",

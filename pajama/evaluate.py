@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 import pajama.checkpoint as ckpt
 from pajama import PajamaError
 from pajama.generate import load_model
 from pajama.loader import load_prepared, mixture
+from pajama.progress import progress_bar
 
 
 @torch.no_grad()
@@ -89,7 +89,7 @@ def evaluate(
     autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
     sums = {n: 0.0 for n in names}
     batches = [(n, start) for n in names for start in range(0, counts[n], micro_batch_size)]
-    for name, start in tqdm(batches, desc="evaluate", unit="batch", dynamic_ncols=True, leave=False):
+    for name, start in progress_bar(iterable=batches, desc="evaluate", unit="batch", dynamic_ncols=True, leave=False):
         stream = data.streams[name]
         rows = np.stack([stream.read(i * block, block) for i in range(start, min(start + micro_batch_size, counts[name]))])
         if rows.max() >= config.vocab_size:

@@ -55,8 +55,12 @@ def generate_ids(
     top_p: float | None = None,
     eos_id: int | None = None,
     seed: int | None = None,
+    vocab_size: int | None = None,
 ) -> Iterator[int]:
-    """Yield new token ids one at a time, stopping at ``eos_id`` or the context length."""
+    """Yield new token ids one at a time, stopping at ``eos_id`` or the context length.
+
+    ``vocab_size``: sample only ids below it (a tokenizer smaller than the model's vocabulary).
+    """
     device = model.rope_cos.device
     budget = min(max_new_tokens, model.config.block_size - len(prompt))
     if budget <= 0:
@@ -66,6 +70,8 @@ def generate_ids(
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     logits = model(torch.tensor([prompt], device=device), caches)[:, -1]
     for _ in range(budget):
+        if vocab_size is not None:
+            logits[:, vocab_size:] = float("-inf")
         token = sample_next(logits, temperature, top_k, top_p, generator)
         t = int(token)
         if t == eos_id:
@@ -98,18 +104,22 @@ def generate(
         seed: random seed (none: different every run).
         accelerator: auto, cpu or cuda.
     """
+    if max_new_tokens < 1:
+        raise PajamaError(f"--max_new_tokens must be >= 1, got {max_new_tokens}")
     device = torch.device("cuda" if accelerator in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     tokenizer = Tokenizer(tokenizer_path)
     model, meta = load_model(checkpoint, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     if meta.get("tokenizer_sha256") not in (None, tokenizer.sha256):
         raise PajamaError(f"{tokenizer.path} is not the tokenizer this model was trained with (checksum differs)")
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise PajamaError(f"{tokenizer.path} has {tokenizer.vocab_size} tokens, more than the model's vocabulary of {model.config.vocab_size}: not this model's tokenizer")
     prompt_ids = tokenizer.encode(prompt, bos=True, eos=False)
     out: list[int] = []
     shown = ""
     base = tokenizer.decode(prompt_ids[1:])
     sys.stdout.write(prompt)
     start = time.perf_counter()
-    for token in generate_ids(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, tokenizer.eos_id, seed):
+    for token in generate_ids(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, tokenizer.eos_id, seed, tokenizer.vocab_size):
         out.append(token)
         # Decode the whole text each time: a character may span several byte-fallback tokens.
         text = tokenizer.decode(prompt_ids[1:] + out)[len(base) :]
@@ -117,6 +127,11 @@ def generate(
         sys.stdout.flush()
         shown = text
     elapsed = time.perf_counter() - start
-    stopped = "end of text" if len(out) < max_new_tokens and len(prompt_ids) + len(out) < model.config.block_size else "token limit"
+    if len(out) == max_new_tokens:
+        stopped = "--max_new_tokens"
+    elif len(prompt_ids) + len(out) >= model.config.block_size:
+        stopped = f"the model's context of {model.config.block_size} tokens"
+    else:
+        stopped = "end of text"
     print(f"\n[{len(out)} tokens in {elapsed:.2f} s, {len(out) / max(elapsed, 1e-9):.1f} tokens/s; stopped at {stopped}]", file=sys.stderr)
     return shown

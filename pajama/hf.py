@@ -273,6 +273,8 @@ def _export_tokenizer(path: Path, tokenizer_path: Path | None, meta: dict, confi
         print(f"note: {path} records no tokenizer checksum; exporting {tokenizer.path} unchecked")
     if tokenizer.vocab_size > config.vocab_size:
         raise PajamaError(f"{tokenizer.path}: {tokenizer.vocab_size} tokens, more than the model's vocabulary of {config.vocab_size}")
+    if tokenizer.vocab_size < config.vocab_size:
+        print(f"note: {tokenizer.path} has {tokenizer.vocab_size} tokens, the model {config.vocab_size} rows of vocabulary: is it the right tokenizer?")
     return tokenizer
 
 

@@ -4,6 +4,8 @@ and the hardware numbers that MFU and memory reports need."""
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
 import resource
 import sys
 from pathlib import Path
@@ -57,11 +59,15 @@ class MetricsLog:
             with open(self.path, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "w", newline="")
+        # The kept rows go to a new file that replaces the old one whole: a kill now loses no history.
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self.file = open(tmp, "w", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=self.columns, extrasaction="ignore")
         self.writer.writeheader()
         self.writer.writerows(rows)
         self.file.flush()
+        os.fsync(self.file.fileno())
+        os.replace(tmp, self.path)
         if logger == "tensorboard":
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -73,7 +79,9 @@ class MetricsLog:
                 import wandb
             except ImportError:
                 raise PajamaError("--logger wandb needs the wandb package: pip install 'pajama[wandb]'") from None
-            self.extra = wandb.init(project="pajama", dir=str(out_dir), resume="allow", id=Path(out_dir).name)
+            # One W&B run per out_dir (its resolved path, so out/a/run and out/b/run differ), continued on resume.
+            run_id = hashlib.sha256(str(Path(out_dir).resolve()).encode()).hexdigest()[:16]
+            self.extra = wandb.init(project="pajama", dir=str(out_dir), resume="allow", id=run_id, name=Path(out_dir).name)
 
     def write(self, step: int, tokens: int, metrics: dict[str, float]) -> None:
         if not self.enabled:

@@ -30,10 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
 
 from pajama import PajamaError
 from pajama.chunks import ChunkWriter, chunk_name, dtype_for_vocab, write_atomic
+from pajama.progress import progress_bar
 from pajama.sources import BadLines, DocumentReader, SourceFile, UnreadableInput, find_source_files
 from pajama.tokenizer import BATCH_CHARS, Tokenizer
 
@@ -207,6 +207,8 @@ def _worker(tokenizer_path: str, destination: Path, chunk_size: int, strict: boo
             results.put(("done", os.getpid(), record))
     except PajamaError as e:
         results.put(("error", os.getpid(), str(e)))
+    except OSError as e:  # disk full, an I/O error: name it, not a traceback
+        results.put(("error", os.getpid(), f"unit {unit_name}: {e}; finished units are kept, rerun to resume"))
     except BaseException:
         results.put(("crash", os.getpid(), f"unit {unit_name}:\n{traceback.format_exc()}"))
 
@@ -227,7 +229,7 @@ def _exit_with_parent() -> None:
 def _run_units(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_size: int, strict: bool, workers: int) -> None:
     """Run the units with a progress bar; largest first, so the tail of the job stays parallel."""
     todo = sorted(todo, key=lambda u: (-u.work, u.name))
-    bar = tqdm(total=sum(u.size for u in todo), unit="B", unit_scale=True, unit_divisor=1024, desc="prepare", smoothing=0.05, mininterval=1.0)
+    bar = progress_bar(total=sum(u.size for u in todo), unit="B", unit_scale=True, unit_divisor=1024, desc="prepare", smoothing=0.05, mininterval=1.0)
     tokens = finished = 0
 
     def advance(nbytes: int, ntokens: int, units: int = 0) -> None:
@@ -236,7 +238,7 @@ def _run_units(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_
         finished += units
         bar.update(nbytes)
         elapsed = max(bar.format_dict["elapsed"], 1e-9)
-        bar.set_postfix_str(f"{finished}/{len(todo)} units, {tokens / elapsed / 1e6:,.2f}M tok/s", refresh=units > 0)
+        bar.set_postfix_str(f"{finished}/{len(todo)} units, {tokens / elapsed / 1e6:,.2f}M tok/s", refresh=False)
 
     try:
         if workers == 1:
@@ -247,6 +249,8 @@ def _run_units(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_
             _run_pool(todo, destination, tokenizer, chunk_size, strict, workers, advance)
     except KeyboardInterrupt:
         raise PajamaError("interrupted: finished units are kept; rerun the same command to resume") from None
+    except OSError as e:
+        raise PajamaError(f"{e}; finished units are kept, rerun to resume") from None
     finally:
         bar.close()
 
@@ -383,7 +387,7 @@ def prepare(
         print(f"note: {len(stray)} unit record(s) in {destination / UNITS} are not part of this plan (source files removed or renamed?), left out of the manifest: {', '.join(stray[:3])}{' ...' if len(stray) > 3 else ''}")
     mine_records = [records[u.name] for u in mine if u.name in records]
     done_now = {u.name for u in todo}
-    _print_summary(mine_records, sum(r["tokens"] for r in mine_records if r["unit"] in done_now), time.time() - started)
+    _print_summary(mine_records, sum(r["tokens"] for r in mine_records if r["unit"] in done_now) if todo else None, time.time() - started)
     complete = [records[u.name] for u in sorted(units, key=lambda u: unit_order(u.name)) if _matches(u, records.get(u.name))]
     if len(complete) == len(units):
         manifest = build_manifest(complete, settings, tokenizer)
@@ -531,7 +535,8 @@ def summary_table(subsets: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _print_summary(records: list[dict], tokens_now: int, seconds: float) -> None:
+def _print_summary(records: list[dict], tokens_now: int | None, seconds: float) -> None:
+    """The per-subset table, the rate of this run (None: it had nothing to do), bad lines and errors."""
     subsets: dict[str, dict] = {}
     for r in records:
         s = subsets.setdefault(r["subset"], {})
@@ -539,7 +544,10 @@ def _print_summary(records: list[dict], tokens_now: int, seconds: float) -> None
             s[key] = s.get(key, 0) + r[key]
         s["chunk_files"] = s.get("chunk_files", 0) + len(r["chunks"])
     print("\n".join(summary_table(subsets)))
-    print(f"{seconds:.1f} s, {tokens_now:,} tokens tokenized in this run, {tokens_now / max(seconds, 1e-9):,.0f} tokens/s")
+    if tokens_now is None:
+        print("nothing to do: every unit was done by an earlier run")
+    else:
+        print(f"{seconds:.1f} s, {tokens_now:,} tokens tokenized in this run, {tokens_now / max(seconds, 1e-9):,.0f} tokens/s")
     by_source: dict[str, list[dict]] = {}
     for r in sorted(records, key=lambda r: unit_order(r["unit"])):
         by_source.setdefault(r["source"], []).append(r)

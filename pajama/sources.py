@@ -338,7 +338,3 @@ def count_lines_before(path: Path, offset: int) -> int:
             count += block.count(b"\n")
             offset -= len(block)
     return count
-
-
-def file_size(path: Path) -> int:
-    return os.stat(path).st_size

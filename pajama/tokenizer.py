@@ -53,13 +53,8 @@ class Tokenizer:
         ids = self.processor.encode(text)
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
-    def encode_documents(self, texts: list[str], dtype: np.dtype, num_threads: int = 1) -> np.ndarray:
-        """Every text framed as BOS ids EOS, concatenated into one array."""
-        arrays = list(self.encode_batches(texts, dtype, num_threads=num_threads))
-        return np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)
-
     def encode_batches(self, texts: Iterable[str], dtype: np.dtype, max_chars: int = BATCH_CHARS, num_threads: int = 1) -> Iterator[np.ndarray]:
-        """``encode_documents`` in bounded steps: arrays of the framed token stream, each from
+        """Every text framed as ``BOS ids EOS``, as arrays of the concatenated stream, each from
         about ``max_chars`` characters of text, so memory stays bounded however long a text is.
 
         Long texts are encoded in pieces when the model allows it exactly (see ``split``):

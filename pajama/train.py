@@ -14,6 +14,7 @@ import math
 import os
 import re
 import signal
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -23,17 +24,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from pajama import PajamaError, checkpoint
-from pajama.loader import MixtureSampler, PreparedData, load_prepared, split_blocks, validation_samples
+from pajama.loader import MixtureSampler, PreparedData, load_prepared, mixture, split_blocks, validation_samples
 from pajama.metrics import MetricsLog, peak_flops, peak_memory_gb
 from pajama.model import LLaMA, ModelConfig, preset
+from pajama.progress import progress_bar
+from pajama.sources import LLAMA_WEIGHTS
 
 if TYPE_CHECKING:
     import lightning as L
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, run again to continue (requeue)
+EXIT_INTERRUPTED = 130  # Ctrl-C: checkpoint written, as for any command a user interrupts
+PRECISIONS = ("bf16-mixed", "bf16-true", "32-true")
 
 
 @dataclass
@@ -103,7 +107,7 @@ class TrainConfig:
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward pass to save memory."""
     max_time: str | None = None
-    """Wall-clock budget ("HH:MM:SS", "D-HH:MM:SS" or seconds): checkpoint and exit 75 before it runs out."""
+    """Wall-clock budget from the start of the command ("HH:MM:SS", "D-HH:MM:SS" or seconds): checkpoint and exit 75 before it runs out."""
     max_bad_steps: int = 5
     """Stop after this many consecutive steps with a non-finite loss or gradient norm."""
     logger: str = "csv"
@@ -119,10 +123,11 @@ def pretrain(config: TrainConfig) -> None:
 
     Rerunning the same command resumes from the newest checkpoint in ``out_dir``.
     """
+    started = time.monotonic()  # --max_time counts from here: setup and loading take time too
     _validate(config)
     fabric = _fabric(config)
     fabric.launch()
-    _run(fabric, config)
+    _run(fabric, config, started)
 
 
 # -- setup --------------------------------------------------------------------------------
@@ -143,6 +148,21 @@ def _validate(config: TrainConfig) -> None:
         raise PajamaError(f"--strategy must be auto, single, ddp or fsdp, got {config.strategy!r}")
     if config.logger not in ("csv", "tensorboard", "wandb"):
         raise PajamaError(f"--logger must be csv, tensorboard or wandb, got {config.logger!r}")
+    if config.block_size is not None and config.block_size < 1:
+        raise PajamaError(f"--block_size must be >= 1, got {config.block_size}")
+    if config.peak_tflops is not None and not config.peak_tflops > 0:
+        raise PajamaError(f"--peak_tflops must be positive, got {config.peak_tflops}")
+    if config.precision not in (None, *PRECISIONS):
+        raise PajamaError(f"--precision must be {', '.join(PRECISIONS)}, got {config.precision!r}")
+    if config.accelerator not in ("auto", "cpu", "cuda", "gpu", "mps"):
+        raise PajamaError(f"--accelerator must be auto, cpu, cuda or mps, got {config.accelerator!r}")
+    if config.accelerator in ("cuda", "gpu") and not torch.cuda.is_available():
+        raise PajamaError(f"--accelerator {config.accelerator}: no CUDA device is visible to PyTorch (torch {torch.__version__}); use --accelerator cpu")
+    if config.resume == "none" and checkpoint.list_checkpoints(Path(config.out_dir).expanduser()):
+        raise PajamaError(
+            f"--resume none, but {Path(config.out_dir).expanduser() / checkpoint.CHECKPOINTS} holds checkpoints of an earlier run, "
+            "which a fresh run would mix with its own: use another --out_dir, or delete them"
+        )
     # Clear errors before any process starts.
     preset(config.model_name)
     load_prepared(config.train_data_dir)
@@ -168,10 +188,20 @@ def _fabric(config: TrainConfig) -> L.Fabric:
 
     world = config.devices * config.num_nodes
     strategy = config.strategy
+    resuming = _resume_path(config)
+    sharded = resuming is not None and (resuming / checkpoint.STATE).is_dir()
     if strategy == "auto":
-        strategy = "single" if world == 1 else "fsdp"
+        # A sharded checkpoint resumes under FSDP, on one device too.
+        strategy = "fsdp" if world > 1 or sharded else "single"
     if strategy == "single" and world > 1:
         raise PajamaError("--strategy single runs on one device; use ddp or fsdp for more")
+    if resuming is not None and sharded != (strategy == "fsdp"):
+        if sharded:
+            raise PajamaError(f"{resuming} is a sharded (FSDP) checkpoint: resume it with --strategy fsdp (on any number of devices)")
+        raise PajamaError(
+            f"{resuming} is a full checkpoint (one device or DDP), which FSDP cannot resume: resume it with --strategy "
+            f"{'ddp' if world > 1 else 'single'}, or start a new run from its weights with --initial_checkpoint {resuming} (fresh optimizer)"
+        )
     precision = config.precision
     if precision is None:
         cuda_without_bf16 = torch.cuda.is_available() and config.accelerator != "cpu" and not torch.cuda.is_bf16_supported()
@@ -223,12 +253,16 @@ def _set_threads(fabric: L.Fabric, devices: int) -> None:
 # -- the run ------------------------------------------------------------------------------
 
 
-def _run(fabric: L.Fabric, config: TrainConfig) -> None:
+def _run(fabric: L.Fabric, config: TrainConfig, started: float) -> None:
     _set_threads(fabric, config.devices)
     out_dir = Path(config.out_dir).expanduser().resolve()
     train_data = load_prepared(config.train_data_dir)
     val_data = load_prepared(config.val_data_dir) if config.val_data_dir else None
-    model_config = _model_config(config, train_data)
+    # Rank 0 picks the checkpoint to resume from, so that every rank loads the same one.
+    resuming = fabric.broadcast(_resume_path(config), src=0)
+    model_config = _model_config(config, train_data, resuming)
+    if train_data.vocab_size is None:
+        fabric.print(f"note: {train_data.directory} has no manifest.json (lit-llama's prepare): assuming a vocabulary of {model_config.vocab_size}, LLaMA's")
     block = model_config.block_size + 1
     train_splits, val_splits = split_blocks(train_data, block, config.val_fraction, holdout=val_data is None)
     if val_data is not None:
@@ -248,12 +282,13 @@ def _run(fabric: L.Fabric, config: TrainConfig) -> None:
         for layer in model.layers:
             layer.compile()
     with warnings.catch_warnings():
-        # Materialising runs each module's reset_parameters, random ops on DTensors that warn on
-        # CPU meshes; init_weights replaces every one of those values just below.
+        # Materialising runs each module's reset_parameters (random ops on DTensors, which warn on
+        # CPU meshes, and none for the rotary tables); init_weights sets every value just below.
         warnings.filterwarnings("ignore", message="DTensor random operators")
+        warnings.filterwarnings("ignore", message="Parameter initialization incomplete")  # the rotary tables: init_weights too
         model = fabric.setup(model)
     model.module.init_weights(config.seed)
-    if config.initial_checkpoint is not None:
+    if config.initial_checkpoint is not None and resuming is None:  # a resumed run has its own weights
         _load_initial(model.module, config.initial_checkpoint, train_data)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
@@ -272,9 +307,10 @@ def _run(fabric: L.Fabric, config: TrainConfig) -> None:
         "data": {name: s.tokens for name, s in train_data.streams.items()},
     }
     state = {"model": model, "optimizer": optimizer, "step": 0, "tokens": 0, "sampler": sampler.state_dict(), "rng": checkpoint.rng_state()}
-    resumed_from = _resume(fabric, config, out_dir, state, meta)
+    if resuming is not None:
+        _resume(fabric, resuming, out_dir, state, meta)
     sampler.load_state_dict(state["sampler"])
-    if resumed_from is None:
+    if resuming is None:
         fabric.seed_everything(config.seed + rank)
     else:
         checkpoint.set_rng_state(state["rng"])
@@ -291,18 +327,21 @@ def _run(fabric: L.Fabric, config: TrainConfig) -> None:
         f"model {model_config.name}: {model_config.num_parameters():,} parameters, context {model_config.block_size}, vocab {model_config.vocab_size}\n"
         f"data: {', '.join(f'{n} {s.tokens:,}' for n, s in train_data.streams.items())} tokens; "
         f"validation: {len(val_samples)} sequences\n"
+        f"{_mixture_line(sampler.names, config.mixture)}\n"
         f"{world} device(s) x {config.micro_batch_size} sequences x {accum} accumulation = {config.batch_size} sequences "
         f"({tokens_per_step:,} tokens) per step; {config.max_iters} steps"
-        + (f"; resumed from {resumed_from} at step {step}" if resumed_from else "")
+        + (f"; resumed from {resuming} at step {step}" if resuming else "")
     )
+    if step >= config.max_iters:
+        fabric.print(f"already at step {step}, --max_iters {config.max_iters}: nothing to train (raise --max_iters to go on)")
 
-    stop = _StopSignals(config.max_time)
+    stop = _StopSignals(config.max_time, announce=rank == 0, started=started)
     if step == 0:
         initial = _evaluate(fabric, model, val_splits, val_samples, config, block)
         log.write(0, tokens, initial)
         if initial:
             fabric.print(f"step 0 | val {initial['val_loss']:.4f} (ppl {initial['val_ppl']:.1f})")
-    bar = tqdm(total=config.max_iters, initial=step, desc="pretrain", unit="step", disable=rank != 0, dynamic_ncols=True)
+    bar = progress_bar(total=config.max_iters, initial=step, desc="pretrain", unit="step", disable=rank != 0, dynamic_ncols=True)
     bad_steps = 0
     while step < config.max_iters:
         t0 = time.perf_counter()
@@ -373,15 +412,15 @@ def _run(fabric: L.Fabric, config: TrainConfig) -> None:
         preempted = stop.requested(fabric)
         if step % config.save_interval == 0 or step == config.max_iters or preempted:
             state.update(step=step, tokens=tokens, sampler=sampler.state_dict(), rng=checkpoint.rng_state())
-            _check_finite(model)
+            _check_finite(fabric, model)
             path = checkpoint.save(fabric, out_dir, step, state, meta | {"step": step, "tokens": tokens}, config.keep_last)
             if rank == 0:
                 bar.write(f"saved {path}")
-        if preempted:
+        if preempted and step < config.max_iters:  # stopped on the last step: the run is done, nothing to requeue
             bar.close()
             log.close()
             fabric.print(f"stopping at step {step} ({stop.reason}); checkpoint saved; rerun the same command to resume")
-            raise SystemExit(EXIT_PREEMPTED)
+            raise SystemExit(stop.exit_code)
     bar.close()
     log.close()
     fabric.print(f"done: {step} steps, {tokens:,} tokens; checkpoints in {out_dir / checkpoint.CHECKPOINTS}")
@@ -396,16 +435,30 @@ def _load_initial(model: LLaMA, path: Path, data: PreparedData) -> None:
     model.load_full_weights(weights)
 
 
-def _model_config(config: TrainConfig, data: PreparedData) -> ModelConfig:
+def _model_config(config: TrainConfig, data: PreparedData, resuming: Path | None) -> ModelConfig:
     """The preset (or the initial checkpoint's shape), with the data's vocabulary."""
     if config.initial_checkpoint is not None:
-        base = ModelConfig(**checkpoint.read_meta(config.initial_checkpoint)["model"])
+        source = resuming or config.initial_checkpoint  # once resumed, the run's own checkpoint has that shape
+        base = ModelConfig(**checkpoint.read_meta(source)["model"])
         if data.vocab_size and data.vocab_size != base.vocab_size:
-            raise PajamaError(f"{config.initial_checkpoint}: vocabulary {base.vocab_size}, but {data.directory} was prepared with {data.vocab_size}")
+            raise PajamaError(f"{source}: vocabulary {base.vocab_size}, but {data.directory} was prepared with {data.vocab_size}")
     else:
         base = preset(config.model_name)
     vocab = data.vocab_size or base.vocab_size
     return base.replace(vocab_size=vocab, block_size=config.block_size or base.block_size)
+
+
+def _mixture_line(names: list[str], weights: dict[str, float] | None) -> str:
+    """The sampling proportions in use, and the weights that have no effect."""
+    p = mixture(names, weights)
+    line = "mixture: " + ", ".join(f"{n} {w:.1%}" for n, w in zip(names, p) if w > 0)
+    unused = [n for n, w in zip(names, p) if w == 0]
+    absent = sorted(set(weights if weights is not None else LLAMA_WEIGHTS) - set(names))
+    if unused:
+        line += f"; not trained on (weight 0): {', '.join(unused)}"
+    if absent:
+        line += f"; not in the data: {', '.join(absent)}"
+    return line
 
 
 def _jsonable(config: TrainConfig) -> dict:
@@ -434,11 +487,11 @@ def _sync(fabric: L.Fabric) -> None:
         torch.cuda.synchronize()
 
 
-def _check_finite(model) -> None:
-    for name, p in model.named_parameters():
-        local = p.to_local() if hasattr(p, "to_local") else p
-        if not torch.isfinite(local).all():
-            raise PajamaError(f"parameter {name} holds non-finite values; not saving a checkpoint")
+def _check_finite(fabric: L.Fabric, model) -> None:
+    """Refuse to save non-finite weights; every rank decides together (the save is collective)."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()]
+    if fabric.all_reduce(torch.tensor(float(bool(bad)), device=fabric.device), reduce_op="max") > 0:
+        raise PajamaError(f"parameter {bad[0] if bad else 'on another rank'} holds non-finite values; not saving a checkpoint")
 
 
 @torch.no_grad()
@@ -482,47 +535,72 @@ def _evaluate(fabric: L.Fabric, model, val_splits: dict, val_samples: list, conf
     return out
 
 
-def _resume(fabric: L.Fabric, config: TrainConfig, out_dir: Path, state: dict, meta: dict) -> Path | None:
-    """Load the checkpoint to resume from into ``state``; None for a fresh start."""
+def _resume_path(config: TrainConfig) -> Path | None:
+    """The checkpoint this run continues from (see --resume); None for a fresh start."""
     if config.resume == "none":
         return None
     if config.resume == "auto":
-        found = checkpoint.list_checkpoints(out_dir)
-        if not found:
-            return None
-        path = found[-1]
-    else:
-        path = checkpoint.resolve(Path(config.resume))
+        found = checkpoint.list_checkpoints(Path(config.out_dir).expanduser().resolve())
+        return found[-1] if found else None
+    return checkpoint.resolve(Path(config.resume))
+
+
+def _resume(fabric: L.Fabric, path: Path, out_dir: Path, state: dict, meta: dict) -> None:
+    """Load checkpoint ``path`` into ``state``, once it is known to be of this run."""
     earlier = checkpoint.read_meta(path)
     problems = []
     if earlier["model"] != meta["model"]:
         diff = {k: (earlier["model"].get(k), v) for k, v in meta["model"].items() if earlier["model"].get(k) != v}
         problems.append(f"model differs ({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in diff.items())})")
-    if earlier["tokenizer_sha256"] != meta["tokenizer_sha256"]:
+    if earlier.get("tokenizer_sha256") != meta["tokenizer_sha256"]:
         problems.append("the data was prepared with another tokenizer")
-    if earlier["data"] != meta["data"]:
-        problems.append(f"the training data differs ({earlier['data']} -> {meta['data']})")
+    if earlier.get("data") != meta["data"]:
+        before, now = earlier.get("data") or {}, meta["data"]
+        what = ", ".join(f"{n} {before.get(n, 0):,} -> {now.get(n, 0):,}" for n in sorted(set(before) | set(now)) if before.get(n) != now.get(n))
+        problems.append(f"the training data differs (tokens per subset: {what})")
+    # These decide which sequences are trained on and which are held out.
+    for key in ("seed", "mixture", "val_fraction", "val_data_dir"):
+        if earlier["train"].get(key) != meta["train"][key]:
+            problems.append(f"--{key} was {earlier['train'].get(key)}, now {meta['train'][key]}")
     if problems:
         raise PajamaError(f"cannot resume from {path}: {'; '.join(problems)}. Use another --out_dir, or --resume none to start over")
     fabric.load(path / checkpoint.STATE, state)
-    return path
+    # Going back to an earlier checkpoint of this run: the later ones are of the abandoned branch.
+    later = [p for p in checkpoint.list_checkpoints(out_dir) if checkpoint.step_of(p) > earlier["step"]]
+    if later and fabric.global_rank == 0:
+        aside = out_dir / checkpoint.CHECKPOINTS / "abandoned"
+        aside.mkdir(exist_ok=True)
+        for p in later:
+            os.replace(p, aside / p.name)
+        fabric.print(f"note: moved {len(later)} later checkpoint(s) of the run this one left behind to {aside}")
+    fabric.barrier()
 
 
 class _StopSignals:
     """SIGTERM / SIGUSR1 (SLURM's warning before a time limit or preemption) and --max_time."""
 
-    def __init__(self, max_time: str | None) -> None:
-        self.deadline = time.monotonic() + _parse_duration(max_time) if max_time else None
+    def __init__(self, max_time: str | None, announce: bool, started: float) -> None:
+        self.announce = announce
+        self.deadline = started + _parse_duration(max_time) if max_time else None
         self.started = time.monotonic()
         self.longest_step = 0.0
         self.last = self.started
         self.signal: str | None = None
         self.reason = ""
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT:
+            if self.signal == "SIGINT":  # pressed twice: stop now, the last checkpoint stays
+                raise KeyboardInterrupt
+            if self.announce:
+                print("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
         self.signal = signal.Signals(signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_INTERRUPTED if self.signal == "SIGINT" else EXIT_PREEMPTED
 
     def requested(self, fabric: L.Fabric) -> bool:
         """Whether any rank was asked to stop (all ranks must agree: the save is collective)."""

@@ -37,7 +37,8 @@ def prepare(directory: Path, tokenizer: Tokenizer, sha256: str | None = None) ->
     for subset, filename in SUBSETS.items():
         writer = ChunkWriter(directory, f"{subset}_sample-0000", 2000, dtype, filler=tokenizer.eos_id)
         texts = documents(filename, DOCS[subset], chars=400 if subset == "arxiv" else 3000)  # arxiv: shorter than the budget
-        writer.add(tokenizer.encode_documents(texts, dtype))
+        for ids in tokenizer.encode_batches(texts, dtype):
+            writer.add(ids)
         chunks += [{"file": name, "subset": subset, "tokens": n} for name, n in writer.close()]
     manifest = {"tokenizer": {"sha256": sha256 or tokenizer.sha256, "vocab_size": tokenizer.vocab_size}, "chunks": chunks}
     (directory / "manifest.json").write_text(json.dumps(manifest))

@@ -43,13 +43,14 @@ def test_digits_are_split(tokenizer):
     assert sum(ch.isdigit() for piece in pieces for ch in piece) == 11
 
 
-def test_encode_documents_frames_each_text(tokenizer, stdlib_texts):
+def test_encode_batches_frames_each_text(tokenizer, stdlib_texts):
     texts = stdlib_texts + ["\n\n".join(stdlib_texts[i : i + 20]) for i in range(0, 400, 20)]
     assert sum(len(tokenizer.split(t)) > 1 for t in texts) > 10  # encoded in pieces
-    out = tokenizer.encode_documents(texts, np.dtype(np.uint16))
+    batches = list(tokenizer.encode_batches(texts, np.dtype(np.uint16), max_chars=50_000))
+    assert len(batches) > 5 and all(b.dtype == np.uint16 for b in batches)
     expected = [i for t in texts for i in tokenizer.encode(t)]
-    assert out.dtype == np.uint16 and out.tolist() == expected
-    assert tokenizer.encode_documents([], np.dtype(np.uint16)).size == 0
+    assert np.concatenate(batches).tolist() == expected
+    assert list(tokenizer.encode_batches([], np.dtype(np.uint16))) == []
 
 
 def long_texts(stdlib_texts) -> list[str]:
@@ -78,7 +79,7 @@ def test_long_texts_are_split_and_give_exactly_the_ids_of_the_whole(tokenizer, s
         if text[:4] not in ("x  x", "zzzz"):
             assert len(pieces) > 1 and max(map(len, pieces)) < 3 * PIECE, text[:20]
         whole = tokenizer.encode(text)
-        assert tokenizer.encode_documents([text], np.dtype(np.int32)).tolist() == whole
+        assert np.concatenate(list(tokenizer.encode_batches([text], np.dtype(np.int32)))).tolist() == whole
     # A bounded step size streams the same ids.
     stream = np.concatenate(list(tokenizer.encode_batches(texts, np.dtype(np.int32), max_chars=20_000)))
     assert stream.tolist() == [i for t in texts for i in tokenizer.encode(t)]
@@ -95,7 +96,7 @@ def test_models_where_splitting_is_not_exact_are_not_split(tmp_path, stdlib_text
         assert not tok.splittable
         text = "\n\n".join(stdlib_texts[:100])
         assert tok.split(text) == [text]
-        assert tok.encode_documents([text], np.dtype(np.int32)).tolist() == tok.encode(text)
+        assert np.concatenate(list(tok.encode_batches([text], np.dtype(np.int32)))).tolist() == tok.encode(text)
 
 
 def test_bad_tokenizer_paths_are_one_line_errors_naming_the_path(tmp_path):

@@ -18,7 +18,7 @@ import torch
 from pajama import PajamaError, checkpoint
 from pajama.cli import build_parser
 from pajama.sources import SUBSETS
-from pajama.train import EXIT_PREEMPTED, TrainConfig, pretrain
+from pajama.train import EXIT_INTERRUPTED, EXIT_PREEMPTED, TrainConfig, pretrain
 
 SMALL = [
     "--model_name", "tiny", "--block_size", "32", "--batch_size", "8", "--micro_batch_size", "2",
@@ -108,6 +108,29 @@ def test_sigkill_then_resume_gives_identical_losses(straight, tmp_path):
     assert len(losses(killed)) == 40
 
 
+def test_going_back_to_an_earlier_checkpoint_sets_the_later_ones_aside(straight, tmp_path):
+    args, straight_out = straight
+    out = tmp_path / "run"
+    shutil.copytree(straight_out, out)
+    result = pajama(*args, "--out_dir", out, "--resume", checkpoint.checkpoint_dir(out, 20))
+    assert "moved 4 later checkpoint(s)" in result.stdout
+    assert sorted(p.name for p in (out / "checkpoints" / "abandoned").iterdir()) == [f"step-{s:08d}" for s in (25, 30, 35, 40)]
+    assert [p.name for p in checkpoint.list_checkpoints(out)] == [p.name for p in checkpoint.list_checkpoints(straight_out)]
+    assert losses(out) == losses(straight_out)  # steps 21-40 trained again, the same way
+
+
+def test_a_run_from_an_initial_checkpoint_resumes_without_it(straight, prepared, tmp_path):
+    data, _ = prepared
+    _, straight_out = straight
+    initial = tmp_path / "initial"
+    shutil.copytree(checkpoint.checkpoint_dir(straight_out, 40), initial)
+    base = dict(train_data_dir=data, initial_checkpoint=initial, out_dir=tmp_path / "run", block_size=32, batch_size=8, micro_batch_size=2, eval_iters=1, accelerator="cpu")
+    pretrain(TrainConfig(max_iters=2, **base))
+    shutil.rmtree(initial)  # moved or deleted: the run's own checkpoint holds everything needed
+    pretrain(TrainConfig(max_iters=3, **base))
+    assert checkpoint.read_meta(tmp_path / "run")["step"] == 3
+
+
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_to_resume_from(straight, tmp_path):
     args, straight_out = straight
     # What a kill while step 15 is being saved leaves behind: steps up to 10, the metrics so far,
@@ -131,7 +154,8 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_to_resume_from
     assert not partial.exists()
 
 
-def test_sigterm_checkpoints_exits_for_requeue_and_resumes(prepared, tmp_path):
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, EXIT_PREEMPTED), (signal.SIGINT, EXIT_INTERRUPTED)])
+def test_sigterm_and_ctrl_c_checkpoint_then_exit(prepared, tmp_path, sig, code):
     data, _ = prepared
     out = tmp_path / "run"
     args = ["pretrain", "--train_data_dir", data, *SMALL, "--max_iters", "400", "--save_interval", "1000", "--eval_interval", "1000", "--out_dir", out]
@@ -139,12 +163,12 @@ def test_sigterm_checkpoints_exits_for_requeue_and_resumes(prepared, tmp_path):
     deadline = time.time() + 120
     while not ((out / "metrics.csv").exists() and len(rows(out)) > 3) and time.time() < deadline:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == EXIT_PREEMPTED, output[-2000:]
+    assert proc.returncode == code, output[-2000:]
     saved = checkpoint.list_checkpoints(out)
     assert len(saved) == 1 and 0 < checkpoint.read_meta(saved[0])["step"] < 400
-    assert "received SIGTERM" in output
+    assert f"received {sig.name}" in output and "Traceback" not in output
 
 
 def test_max_time_checkpoints_before_the_deadline(prepared, tmp_path):
@@ -188,7 +212,9 @@ def test_two_process_fsdp_matches_one_process_and_resumes_on_one(prepared, tmp_p
     _, sharded, _ = checkpoint.load_model_weights(tmp_path / "fsdp")
     assert sharded["layers.0.attn.wq.weight"].shape == (64, 64)
     # ...and training resumes on one device, resharded: the global batch does not depend on the world size.
-    result = pajama(*common, "--max_iters", "6", "--devices", "1", "--strategy", "fsdp", "--out_dir", tmp_path / "fsdp")
+    with pytest.raises(PajamaError, match="is a sharded \\(FSDP\\) checkpoint: resume it with --strategy fsdp"):
+        pretrain(TrainConfig(train_data_dir=data, out_dir=tmp_path / "fsdp", model_name="tiny", batch_size=8, micro_batch_size=2, strategy="single"))
+    result = pajama(*common, "--max_iters", "6", "--devices", "1", "--out_dir", tmp_path / "fsdp")  # --strategy auto: fsdp, for the sharded checkpoint
     assert "resumed from" in result.stdout
     one, two = losses(tmp_path / "one"), losses(tmp_path / "fsdp")
     assert one.keys() == two.keys() == set(range(1, 7))
@@ -289,6 +315,32 @@ def test_clear_errors_without_traceback(prepared, tmp_path):
     assert result.stderr.strip() == f"pajama: error: {empty}: no prepared chunk files found (run pajama prepare first)"
     result = pajama("pretrain", "--train_data_dir", data, "--devices", "4", "--batch_size", "125", "--micro_batch_size", "5", "--accelerator", "cpu", check=False)
     assert result.returncode == 1 and "is not a multiple of micro_batch_size 5 x 4 devices; try --batch_size 120 or 140" in result.stderr
+
+
+def test_settings_that_cannot_work_are_refused_before_anything_runs(prepared, straight, tmp_path):
+    data, _ = prepared
+    _, earlier = straight  # a finished one-device run with checkpoints
+
+    def refused(message, **settings):
+        config = dict(train_data_dir=data, model_name="tiny", batch_size=8, micro_batch_size=2, accelerator="cpu", out_dir=tmp_path / "new") | settings
+        with pytest.raises(PajamaError, match=message):
+            pretrain(TrainConfig(**config))
+
+    refused(r"--precision must be bf16-mixed, bf16-true, 32-true, got 'fp16'", precision="fp16")
+    refused(r"--accelerator must be auto, cpu, cuda or mps, got 'tpu'", accelerator="tpu")
+    if not torch.cuda.is_available():
+        refused(r"--accelerator cuda: no CUDA device is visible to PyTorch .*; use --accelerator cpu", accelerator="cuda")
+    # A fresh run into a directory with another run's checkpoints would mix the two.
+    refused(r"--resume none, but .*checkpoints holds checkpoints of an earlier run", out_dir=earlier, resume="none")
+    # A full (one-device) checkpoint cannot be resumed sharded: say what to do instead.
+    # Settings that choose the sequences trained on cannot change under a run.
+    refused(r"cannot resume from .*step-00000040: --seed was 1337, now 7", out_dir=earlier, seed=7, block_size=32)
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint.checkpoint_dir(earlier, 5), broken)
+    (broken / "meta.json").write_text('{"model": ')
+    refused(rf"{broken / 'meta.json'}: unreadable", resume=str(broken))
+    refused(r"is a full checkpoint \(one device or DDP\), which FSDP cannot resume: resume it with --strategy ddp, or start a new run from its weights with --initial_checkpoint", out_dir=earlier, devices=2)
+    assert not (tmp_path / "new").exists()
 
 
 def _commands(parser, prefix=()):

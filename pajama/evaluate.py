@@ -19,7 +19,8 @@ import torch.nn.functional as F
 import pajama.checkpoint as ckpt
 from pajama import PajamaError
 from pajama.generate import load_model
-from pajama.loader import load_prepared, mixture
+from pajama.loader import load_prepared
+from pajama.loader import mixture as mixture_weights
 from pajama.progress import progress_bar
 
 
@@ -30,6 +31,7 @@ def evaluate(
     max_tokens: int = 1_000_000,
     micro_batch_size: int = 4,
     block_size: int | None = None,
+    mixture: dict[str, float] | None = None,
     accelerator: str = "auto",
 ) -> dict:
     """Loss and perplexity of a checkpoint per subset and overall, on prepared data.
@@ -38,8 +40,8 @@ def evaluate(
     max_tokens predicted tokens in all), so results are deterministic and comparable between
     checkpoints. Use held-out data (a directory prepared from files not trained on): on the
     training directory the first sequences are training text. The overall loss weights the
-    subsets by LLaMA's mixture (renormalised over those present); the token-weighted loss is
-    also reported. On GPUs the forward pass runs in bf16 autocast, as training does.
+    subsets by the mixture the checkpoint was trained with (renormalised over those present);
+    the token-weighted loss is also reported. On GPUs the forward pass runs in bf16 autocast, as training does.
 
     Args:
         checkpoint: checkpoint directory, or a training out_dir (its newest checkpoint).
@@ -47,6 +49,7 @@ def evaluate(
         max_tokens: at most this many predicted tokens are scored, shared equally by the subsets.
         micro_batch_size: sequences per forward pass.
         block_size: tokens per sequence (default: the model's context length).
+        mixture: subset weights of the overall loss (default: the checkpoint's training mixture, else LLaMA's).
         accelerator: auto, cpu or cuda.
     """
     if max_tokens < 1:
@@ -105,7 +108,7 @@ def evaluate(
         tokens = counts[n] * seq
         loss = sums[n] / tokens
         subsets[n] = {"sequences": counts[n], "tokens": tokens, "loss": loss, "perplexity": _perplexity(loss)}
-    weights = mixture(names)
+    weights = mixture_weights(names, mixture if mixture is not None else meta.get("train", {}).get("mixture"))
     mixed = float(sum(w * subsets[n]["loss"] for w, n in zip(weights, names)))
     total = sum(s["tokens"] for s in subsets.values())
     token_weighted = sum(sums.values()) / total

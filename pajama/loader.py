@@ -167,13 +167,14 @@ class Split:
 
 def split_blocks(data: PreparedData, block: int, val_fraction: float, holdout: bool) -> tuple[dict[str, Split], dict[str, Split]]:
     """Train and validation blocks of every subset. With ``holdout``, the last
-    ``val_fraction`` of each subset's blocks (at least one) is validation; blocks never overlap."""
+    ``val_fraction`` of each subset's blocks (at least one, none if it is 0) is validation;
+    blocks never overlap."""
     train, val = {}, {}
     for name, stream in data.streams.items():
         n = stream.tokens // block
         if n == 0:
             raise PajamaError(f"{data.directory}: subset {name} has {stream.tokens} tokens, fewer than one sequence of {block}")
-        n_val = min(max(1, round(n * val_fraction)), n - 1) if holdout and n > 1 else 0
+        n_val = min(max(1, round(n * val_fraction)), n - 1) if holdout and n > 1 and val_fraction > 0 else 0
         train[name] = Split(stream, 0, n - n_val)
         if n_val:
             val[name] = Split(stream, n - n_val, n_val)

@@ -96,7 +96,7 @@ class TrainConfig:
     mixture: dict[str, float] | None = None
     """Subset sampling weights (default: LLaMA's), renormalised over the subsets present."""
     val_fraction: float = 0.005
-    """Share of each subset's sequences held out for validation when no val_data_dir is given."""
+    """Share of each subset's sequences held out for validation when no val_data_dir is given (0: no validation)."""
     seed: int = 1337
     resume: str = "auto"
     """auto (newest checkpoint in out_dir, else start fresh), none, or a checkpoint path."""
@@ -148,6 +148,10 @@ def _validate(config: TrainConfig) -> None:
         raise PajamaError(f"--strategy must be auto, single, ddp or fsdp, got {config.strategy!r}")
     if config.logger not in ("csv", "tensorboard", "wandb"):
         raise PajamaError(f"--logger must be csv, tensorboard or wandb, got {config.logger!r}")
+    if config.lr_decay_iters is not None and config.lr_decay_iters < 1:
+        raise PajamaError(f"--lr_decay_iters must be >= 1, got {config.lr_decay_iters}")
+    if not 0 <= config.val_fraction < 1:
+        raise PajamaError(f"--val_fraction must be in [0, 1), got {config.val_fraction}")
     if config.block_size is not None and config.block_size < 1:
         raise PajamaError(f"--block_size must be >= 1, got {config.block_size}")
     if config.peak_tflops is not None and not config.peak_tflops > 0:
@@ -338,8 +342,8 @@ def _run(fabric: L.Fabric, config: TrainConfig, started: float) -> None:
     stop = _StopSignals(config.max_time, announce=rank == 0, started=started)
     if step == 0:
         initial = _evaluate(fabric, model, val_splits, val_samples, config, block)
-        log.write(0, tokens, initial)
         if initial:
+            log.write(0, tokens, initial)
             fabric.print(f"step 0 | val {initial['val_loss']:.4f} (ppl {initial['val_ppl']:.1f})")
     bar = progress_bar(total=config.max_iters, initial=step, desc="pretrain", unit="step", disable=rank != 0, dynamic_ncols=True)
     bad_steps = 0

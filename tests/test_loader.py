@@ -57,6 +57,8 @@ def test_validation_blocks_never_overlap_training(tmp_path):
     drawn = {(sampler.names[s], b) for s, b in sampler.draw(5000)}
     held = {(n, b) for n, b in validation_samples(val, None, 10_000)}
     assert drawn and held and not drawn & held
+    train, val = split_blocks(data, block=33, val_fraction=0.0, holdout=True)  # --val_fraction 0: train on everything
+    assert val == {} and train["arxiv"].count == 5000 // 33
 
 
 def test_mixture_proportions_match_weights(tmp_path):

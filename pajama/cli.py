@@ -7,13 +7,15 @@ the config dataclass's) parameters, with the names of lit-llama's RedPajama howt
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import os
+import re
 import sys
 import typing
 from collections.abc import Callable
 
-from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, set_parsing_settings
 
 from pajama import PajamaError
 
@@ -62,7 +64,7 @@ def _config_class(target: Callable) -> type | None:
 
 
 def _subparser(target: Callable) -> ArgumentParser:
-    parser = ArgumentParser(description=(target.__doc__ or "").strip().split("\n\n")[0] or None)
+    parser = ArgumentParser(description=(target.__doc__ or "").strip().split("\n\n")[0] or None, exit_on_error=False, allow_abbrev=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the flags below.")
     config_class = _config_class(target)
     if config_class is not None:
@@ -93,11 +95,11 @@ def _param_help(target: Callable, name: str) -> str:
 def build_parser() -> tuple[ArgumentParser, dict]:
     set_parsing_settings(docstring_parse_attribute_docstrings=True)  # config dataclass fields document themselves
     commands = _commands()
-    parser = ArgumentParser(prog="pajama", description="Pre-train LLaMA models on RedPajama.")
+    parser = ArgumentParser(prog="pajama", description="Pre-train LLaMA models on RedPajama.", exit_on_error=False, allow_abbrev=False)
     sub = parser.add_subcommands(dest="command")
     for name, target in commands.items():
         if isinstance(target, dict):
-            group = ArgumentParser(description=f"pajama {name} subcommands")
+            group = ArgumentParser(description=f"pajama {name} subcommands", exit_on_error=False, allow_abbrev=False)
             sub.add_subcommand(name, group, help=f"{name}: {', '.join(target)}")
             inner = group.add_subcommands(dest="action")
             for action, fn in target.items():
@@ -107,12 +109,45 @@ def build_parser() -> tuple[ArgumentParser, dict]:
     return parser, commands
 
 
+def _explain(message: str, parser: ArgumentParser, argv: list[str]) -> str:
+    """A parse error as one line in the flags' own names, with a suggestion for a mistyped flag."""
+    path, sub = [], parser
+    for token in argv:  # the subcommand the flags belong to
+        action = sub._subcommands_action
+        if action is None or token not in action.choices:
+            break
+        path.append(token)
+        sub = action.choices[token]
+    message = re.sub(r'Parser key "([\w.]+)":', lambda m: f"--{m[1].rsplit('.', 1)[-1]}:", message)
+    message = re.sub(r"Expected a <class '(\w+)'>\. Got value: (.*)", r"expected \1, got \2", message)
+    if "but it was not provided" in message and sub._subcommands_action is not None:
+        message = f"give a command: {', '.join(sub._subcommands_action.choices)}"
+    if "arguments are required:" in message:
+        head, names = message.split(":", 1)
+        message = f"{head}: " + ", ".join(f"--{n.strip().rsplit('.', 1)[-1]}" for n in names.split(","))
+    if message.startswith("unrecognized arguments:"):
+        known = [o for o in sub._option_string_actions if o.startswith("--")]
+        for flag in re.findall(r"--\w+", message):
+            close = difflib.get_close_matches(flag, known, n=1)
+            if close:
+                message += f" (did you mean {close[0]}?)"
+    command = " ".join(["pajama", *path])
+    return f"{command}: error: {' '.join(message.split()).rstrip('.')}; see {command} --help"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser, commands = build_parser()
-    ns = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        ns = parser.parse_args(argv)
+    except ArgumentError as e:
+        print(_explain(str(e), parser, argv), file=sys.stderr)
+        sys.exit(2)
     target = commands[ns.command]
     args = ns[ns.command]
+    command = f"pajama {ns.command}"
     if isinstance(target, dict):
+        command += f" {args.action}"
         target = target[args.action]
         args = args[args.action]
     kwargs = {k: v for k, v in vars(args.clone()).items() if k not in ("config", "__path__", POSITIONAL_DEST)}
@@ -121,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         if args[POSITIONAL_DEST] is not None:
             kwargs[flag] = args[POSITIONAL_DEST]
         if kwargs[flag] is None and inspect.signature(target).parameters[flag].default is inspect.Parameter.empty:
-            parser.error(f"pajama {ns.command}: give {flag.upper()} (or --{flag})")
+            print(f"{command}: error: give {flag.upper()} (or --{flag}); see {command} --help", file=sys.stderr)
+            sys.exit(2)
     config_class = _config_class(target)
     try:
         if config_class is not None:

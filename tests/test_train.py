@@ -368,3 +368,21 @@ def test_every_command_has_help(capsys):
                  "--save_interval", "--eval_interval", "--eval_iters", "--log_interval", "--accelerator", "--precision"):  # fmt: skip
         assert flag in pretrain_help, flag
     assert "optimizer steps" in pretrain_help
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["pretrain", "--max_itrs", "3"], "pajama pretrain: error: unrecognized arguments: --max_itrs 3 (did you mean --max_iters?); see pajama pretrain --help"),
+        (["prepare", "--source_path", "x"], "pajama prepare: error: the following arguments are required: --tokenizer_path, --destination_path; see pajama prepare --help"),
+        (["pretrain", "--max_iters", "many"], "pajama pretrain: error: --max_iters: expected int, got many; see pajama pretrain --help"),
+        (["data"], "pajama data: error: give a command: verify, inspect; see pajama data --help"),
+        (["data", "verify"], "pajama data verify: error: give DESTINATION_PATH (or --destination_path); see pajama data verify --help"),
+    ],
+)
+def test_flag_mistakes_are_one_line_in_the_flags_own_names(capsys, argv, message):
+    from pajama.cli import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2 and capsys.readouterr().err.strip() == message

@@ -62,12 +62,14 @@ def estimate(config: ModelConfig, world_size: int, micro_batch_size: int, seq_le
     return parts
 
 
-def format_plan(config: ModelConfig, world_size: int, micro_batch_size: int, seq_len: int, strategy: str, activation_checkpointing: bool) -> str:
+def format_plan(config: ModelConfig, world_size: int, micro_batch_size: int, seq_len: int, strategy: str, activation_checkpointing: bool | None) -> str:
+    """The estimate as a table; ``activation_checkpointing`` None: one table without it, one with."""
+    both = activation_checkpointing is None
     rows = [f"memory per device: {config.name}, {world_size} device(s), {strategy}, micro-batch {micro_batch_size} x {seq_len} tokens, "
-            f"activation checkpointing {'on' if activation_checkpointing else 'off'}, bf16-mixed"]  # fmt: skip
-    for checkpointing in (activation_checkpointing,) if activation_checkpointing else (False, True):
+            + ("" if both else f"activation checkpointing {'on' if activation_checkpointing else 'off'}, ") + "bf16-mixed"]  # fmt: skip
+    for checkpointing in (False, True) if both else (activation_checkpointing,):
         parts = estimate(config, world_size, micro_batch_size, seq_len, strategy, checkpointing)
-        if not activation_checkpointing:
+        if both:
             rows.append(f"  -- activation checkpointing {'on' if checkpointing else 'off'}")
         rows += [f"  {name:<22}{value / GB:>10.2f} GiB" for name, value in parts.items()]
     rows.append("  (plus CUDA context and allocator slack: keep ~10-15 % free)")

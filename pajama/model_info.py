@@ -13,12 +13,13 @@ def model(
     micro_batch_size: int | None = None,
     block_size: int | None = None,
     strategy: str = "auto",
-    activation_checkpointing: bool = False,
+    activation_checkpointing: bool | None = None,
 ) -> None:
     """Show a model preset's shape and exact parameter count (no weights are allocated).
 
-    Without a name, list every preset with its parameter count. With --micro_batch_size,
-    also estimate the memory each device needs to train it.
+    Without a name, list every preset with its parameter count. With --micro_batch_size (or
+    any other flag of a planned run: a micro-batch of 1 then), also estimate the memory each
+    device needs to train it.
 
     Args:
         name: preset name, e.g. 7B.
@@ -27,7 +28,7 @@ def model(
         micro_batch_size: sequences per device per step; given, a memory plan is printed.
         block_size: sequence length (default: the preset's context).
         strategy: auto (fsdp for more than one device), fsdp, ddp or single.
-        activation_checkpointing: plan with activation checkpointing (default: show both).
+        activation_checkpointing: plan with (true) or without (false) activation checkpointing (default: show both).
     """
     if name is None:
         for config in PRESETS.values():
@@ -45,6 +46,9 @@ def model(
     print(f"  context         {config.block_size}")
     print(f"  norm eps        {config.norm_eps}")
     print(f"  train FLOPs/tok {config.flops_per_token(config.block_size):,} (6N + 12LdT, N without the embedding table, with lm_head)")
+    planned = devices > 1 or num_nodes > 1 or block_size is not None or strategy != "auto" or activation_checkpointing is not None
+    if micro_batch_size is None and planned:
+        micro_batch_size = 1
     if micro_batch_size:
         world = devices * num_nodes
         chosen = strategy if strategy != "auto" else ("fsdp" if world > 1 else "single")

@@ -19,7 +19,6 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,9 +31,9 @@ from pajama.model import LLaMA, ModelConfig, preset
 from pajama.progress import progress_bar
 from pajama.sources import LLAMA_WEIGHTS
 
-if TYPE_CHECKING:
-    import lightning as L
-
+# Lightning is imported only where a run starts (``_fabric``): it takes seconds to import, which
+# every other command, and ``--help``, can skip. (Not even for type hints: the CLI's signature
+# parser runs ``if TYPE_CHECKING:`` blocks.) Functions take that ``lightning.Fabric`` as ``fabric``.
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, run again to continue (requeue)
 EXIT_INTERRUPTED = 130  # Ctrl-C: checkpoint written, as for any command a user interrupts
 PRECISIONS = ("bf16-mixed", "bf16-true", "32-true")
@@ -185,8 +184,7 @@ def _parse_duration(text: str) -> float:
         raise PajamaError(f"--max_time {text!r}: expected seconds, HH:MM:SS or D-HH:MM:SS") from None
 
 
-def _fabric(config: TrainConfig) -> L.Fabric:
-    # Imported here: Lightning takes seconds to import, which every other command can skip.
+def _fabric(config: TrainConfig):
     import lightning as L
     from lightning.fabric.strategies import ModelParallelStrategy
 
@@ -246,7 +244,7 @@ def _shard(model: LLaMA, device_mesh, bf16_compute: bool) -> LLaMA:
     return model
 
 
-def _set_threads(fabric: L.Fabric, devices: int) -> None:
+def _set_threads(fabric, devices: int) -> None:
     """On CPU, split the cores between this node's processes (oversubscription is 3-6x slower);
     every rank sets it, since Fabric's launcher does so only for some."""
     if fabric.device.type == "cpu":
@@ -257,7 +255,7 @@ def _set_threads(fabric: L.Fabric, devices: int) -> None:
 # -- the run ------------------------------------------------------------------------------
 
 
-def _run(fabric: L.Fabric, config: TrainConfig, started: float) -> None:
+def _run(fabric, config: TrainConfig, started: float) -> None:
     _set_threads(fabric, config.devices)
     out_dir = Path(config.out_dir).expanduser().resolve()
     train_data = load_prepared(config.train_data_dir)
@@ -486,12 +484,12 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
-def _sync(fabric: L.Fabric) -> None:
+def _sync(fabric) -> None:
     if fabric.device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def _check_finite(fabric: L.Fabric, model) -> None:
+def _check_finite(fabric, model) -> None:
     """Refuse to save non-finite weights; every rank decides together (the save is collective)."""
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()]
     if fabric.all_reduce(torch.tensor(float(bool(bad)), device=fabric.device), reduce_op="max") > 0:
@@ -499,7 +497,7 @@ def _check_finite(fabric: L.Fabric, model) -> None:
 
 
 @torch.no_grad()
-def _evaluate(fabric: L.Fabric, model, val_splits: dict, val_samples: list, config: TrainConfig, block: int) -> dict[str, float]:
+def _evaluate(fabric, model, val_splits: dict, val_samples: list, config: TrainConfig, block: int) -> dict[str, float]:
     """Mean loss per subset and overall (mixture-weighted) on the fixed validation sequences,
     shared out over the ranks and summed across them. Every rank runs the same number of
     forward passes (FSDP needs it); padding entries carry zero weight."""
@@ -549,7 +547,7 @@ def _resume_path(config: TrainConfig) -> Path | None:
     return checkpoint.resolve(Path(config.resume))
 
 
-def _resume(fabric: L.Fabric, path: Path, out_dir: Path, state: dict, meta: dict) -> None:
+def _resume(fabric, path: Path, out_dir: Path, state: dict, meta: dict) -> None:
     """Load checkpoint ``path`` into ``state``, once it is known to be of this run."""
     earlier = checkpoint.read_meta(path)
     problems = []
@@ -606,7 +604,7 @@ class _StopSignals:
     def exit_code(self) -> int:
         return EXIT_INTERRUPTED if self.signal == "SIGINT" else EXIT_PREEMPTED
 
-    def requested(self, fabric: L.Fabric) -> bool:
+    def requested(self, fabric) -> bool:
         """Whether any rank was asked to stop (all ranks must agree: the save is collective)."""
         now = time.monotonic()
         self.longest_step = max(self.longest_step, now - self.last)

@@ -15,6 +15,7 @@ import sys
 import typing
 from collections.abc import Callable
 
+import docstring_parser  # jsonargparse[signatures] reads docstrings with it too
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, set_parsing_settings
 
 from pajama import PajamaError
@@ -81,15 +82,9 @@ def _subparser(target: Callable) -> ArgumentParser:
 
 
 def _param_help(target: Callable, name: str) -> str:
-    """The ``name:`` entry of the Args section of ``target``'s docstring."""
-    doc = inspect.getdoc(target) or ""
-    lines = doc.split(f"    {name}:", 1)[-1].splitlines() if f"    {name}:" in doc else [""]
-    text = [lines[0].strip()] + [line.strip() for line in lines[1:] if line.startswith("        ")]
-    for i, line in enumerate(lines[1:], 1):
-        if not line.startswith("        "):
-            text = text[:i]
-            break
-    return " ".join(t for t in text if t)
+    """The description of parameter ``name`` in ``target``'s docstring."""
+    params = docstring_parser.parse(target.__doc__ or "").params
+    return next((" ".join(p.description.split()) for p in params if p.arg_name == name and p.description), "")
 
 
 def build_parser() -> tuple[ArgumentParser, dict]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from pajama import PajamaError
+from pajama import PajamaError, usable_cpus
 from pajama.chunks import ChunkWriter, chunk_name, dtype_for_vocab, write_atomic
 from pajama.progress import progress_bar
 from pajama.sources import BadLines, DocumentReader, SourceFile, UnreadableInput, find_source_files
@@ -370,7 +370,7 @@ def prepare(
     records = load_records(destination)
     present = {entry.name for entry in os.scandir(destination)}
     todo = [u for u in mine if not _is_done(u, records.get(u.name), present)]
-    workers = max(1, min(num_workers or _cpu_count(), len(todo) or 1))
+    workers = max(1, min(num_workers or usable_cpus(), len(todo) or 1))
     print(
         f"prepare: {len(files)} files in {len(units)} units"
         + (f", node {node_rank} of {num_nodes}: {len(mine)} units" if num_nodes > 1 else "")
@@ -420,13 +420,6 @@ def _node_share(num_nodes: int | None, node_rank: int | None) -> tuple[int, int]
     if not 0 <= node_rank < num_nodes:
         raise PajamaError(f"--node_rank {node_rank} is outside [0, {num_nodes}) (a SLURM array must be --array=0-{num_nodes - 1} or similar, else pass --num_nodes and --node_rank)")
     return num_nodes, node_rank
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _claim_destination(destination: Path, settings: dict, overwrite: bool) -> None:
@@ -482,14 +475,11 @@ def _matches(unit: Unit, record: dict | None) -> bool:
     return record is not None and (record["source"], record["start"], record["end"], record["bytes"]) == (unit.source.relpath, unit.start, unit.end, unit.size)
 
 
-def build_manifest(records: list[dict], settings: dict, tokenizer: Tokenizer) -> dict:
-    """The manifest: settings, per-subset and per-source totals, and every chunk file with
-    its subset and real token count, in training order. Deterministic: sorted, no timings."""
-    records = sorted(records, key=lambda r: unit_order(r["unit"]))
+def _totals(records: list[dict]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Per-subset and per-source totals of unit records, in unit order."""
     subsets: dict[str, dict] = {}
     sources: dict[str, dict] = {}
-    chunks = []
-    for r in records:
+    for r in sorted(records, key=lambda r: unit_order(r["unit"])):
         s = subsets.setdefault(r["subset"], {"documents": 0, "tokens": 0, "chunk_files": 0, "source_files": 0, "bytes": 0, "bad_lines": 0, "bad_examples": [], "errors": 0})
         src = sources.get(r["source"])
         if src is None:
@@ -505,7 +495,14 @@ def build_manifest(records: list[dict], settings: dict, tokenizer: Tokenizer) ->
             src["errors"].append(r["error"])
             s["errors"] += 1
         s["chunk_files"] += len(r["chunks"])
-        chunks.extend({"file": c["file"], "subset": r["subset"], "tokens": c["tokens"]} for c in r["chunks"])
+    return subsets, sources
+
+
+def build_manifest(records: list[dict], settings: dict, tokenizer: Tokenizer) -> dict:
+    """The manifest: settings, per-subset and per-source totals, and every chunk file with
+    its subset and real token count, in training order. Deterministic: sorted, no timings."""
+    records = sorted(records, key=lambda r: unit_order(r["unit"]))
+    subsets, sources = _totals(records)
     return {
         "format": FORMAT,
         "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id},
@@ -520,7 +517,7 @@ def build_manifest(records: list[dict], settings: dict, tokenizer: Tokenizer) ->
         "errors": [e for src in sources.values() for e in src["errors"]],
         "subsets": dict(sorted(subsets.items())),
         "sources": dict(sorted(sources.items())),
-        "chunks": chunks,
+        "chunks": [{"file": c["file"], "subset": r["subset"], "tokens": c["tokens"]} for r in records for c in r["chunks"]],
     }
 
 
@@ -537,27 +534,16 @@ def summary_table(subsets: dict[str, dict]) -> list[str]:
 
 def _print_summary(records: list[dict], tokens_now: int | None, seconds: float) -> None:
     """The per-subset table, the rate of this run (None: it had nothing to do), bad lines and errors."""
-    subsets: dict[str, dict] = {}
-    for r in records:
-        s = subsets.setdefault(r["subset"], {})
-        for key in ("documents", "tokens", "bytes", "bad_lines"):
-            s[key] = s.get(key, 0) + r[key]
-        s["chunk_files"] = s.get("chunk_files", 0) + len(r["chunks"])
+    subsets, sources = _totals(records)
     print("\n".join(summary_table(subsets)))
     if tokens_now is None:
         print("nothing to do: every unit was done by an earlier run")
     else:
         print(f"{seconds:.1f} s, {tokens_now:,} tokens tokenized in this run, {tokens_now / max(seconds, 1e-9):,.0f} tokens/s")
-    by_source: dict[str, list[dict]] = {}
-    for r in sorted(records, key=lambda r: unit_order(r["unit"])):
-        by_source.setdefault(r["source"], []).append(r)
     shown = 0
-    for source, rs in by_source.items():
-        count = sum(r["bad_lines"] for r in rs)
-        if count and shown < 20:
+    for source, src in sources.items():
+        if src["bad_lines"] and shown < 20:
             shown += 1
-            examples = [e for r in rs for e in r["bad_examples"]][:3]
-            print(f"skipped {count:,} bad line(s) in {source}, e.g.:\n  " + "\n  ".join(examples))
-        for r in rs:
-            if r["error"]:
-                print(f"could not read to the end: {r['error']}")
+            print(f"skipped {src['bad_lines']:,} bad line(s) in {source}, e.g.:\n  " + "\n  ".join(src["bad_examples"][:3]))
+        for error in src["errors"]:
+            print(f"could not read to the end: {error}")

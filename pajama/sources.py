@@ -322,11 +322,6 @@ def _lines(blocks: Iterator[bytes]) -> Iterator[bytes]:
         yield b"".join(parts)
 
 
-def read_documents(source: SourceFile, start: int = 0, end: int | None = None, strict: bool = False, bad: BadLines | None = None) -> Iterator[Document]:
-    """The documents of ``source`` (see :class:`DocumentReader`)."""
-    return iter(DocumentReader(source, start, end, strict, bad))
-
-
 def count_lines_before(path: Path, offset: int) -> int:
     """Newlines in the first ``offset`` bytes of a plain file (to report absolute line numbers)."""
     count = 0

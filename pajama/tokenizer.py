@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import random
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -13,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from pajama import PajamaError
-from pajama.sources import UnreadableInput, find_source_files, read_documents
+from pajama import PajamaError, usable_cpus
+from pajama.sources import DocumentReader, UnreadableInput, find_source_files
 
 
 SPACE = "\u2581"  # how SentencePiece writes a space
@@ -238,7 +237,7 @@ def train_tokenizer(
                 for f in subset_files:
                     taken = 0
                     try:
-                        for doc in read_documents(f, strict=False):
+                        for doc in DocumentReader(f):
                             if budget <= 0 or taken >= per_file:
                                 break
                             lines = [line for line in doc.text.splitlines() if line.strip()]
@@ -277,7 +276,7 @@ def train_tokenizer(
                 input_sentence_size=10_000_000,
                 shuffle_input_sentence=True,
                 seed_sentencepiece_size=1_000_000,
-                num_threads=os.cpu_count() or 1,
+                num_threads=usable_cpus(),
                 minloglevel=2,
             )
         except RuntimeError as e:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pajama import PajamaError, checkpoint
+from pajama import PajamaError, checkpoint, usable_cpus
 from pajama.loader import MixtureSampler, PreparedData, load_prepared, mixture, split_blocks, validation_samples
 from pajama.metrics import MetricsLog, peak_flops, peak_memory_gb
 from pajama.model import LLaMA, ModelConfig, preset
@@ -248,8 +248,7 @@ def _set_threads(fabric, devices: int) -> None:
     """On CPU, split the cores between this node's processes (oversubscription is 3-6x slower);
     every rank sets it, since Fabric's launcher does so only for some."""
     if fabric.device.type == "cpu":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // devices))
+        torch.set_num_threads(max(1, usable_cpus() // devices))
 
 
 # -- the run ------------------------------------------------------------------------------

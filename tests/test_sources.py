@@ -8,7 +8,7 @@ import zstandard
 
 from pajama import PajamaError
 from pajama import sources
-from pajama.sources import SAMPLE_FILES, BadLines, DocumentReader, UnreadableInput, find_source_files, read_documents
+from pajama.sources import SAMPLE_FILES, BadLines, DocumentReader, UnreadableInput, find_source_files
 
 CC = "en_head_0000.json.gz.dedup.classifier.jsonl.zst"
 
@@ -41,7 +41,7 @@ def test_full_layout_finds_nested_common_crawl_and_every_extension(tmp_path, jso
     assert len(set(prefixes)) == len(prefixes)
     note = capsys.readouterr().out
     assert "absent" in note and "book, stackexchange, wikipedia" in note
-    texts = [d.text for f in found for d in read_documents(f)]
+    texts = [d.text for f in found for d in DocumentReader(f)]
     assert texts == [t for rel in sorted(files, key=lambda r: (r.split("/")[0], r)) for t in files[rel]]
 
 
@@ -51,7 +51,7 @@ def test_relative_and_absolute_source_paths_find_the_same_files(tmp_path, jsonl,
     monkeypatch.chdir(tmp_path / "data")
     relative = find_source_files(Path("RedPajama"))
     assert relative == absolute
-    assert [d.text for d in read_documents(relative[0])] == ["paper"]
+    assert [d.text for d in DocumentReader(relative[0])] == ["paper"]
 
 
 def test_subsets_choose_and_an_absent_one_asked_for_is_an_error(tmp_path, jsonl, capsys):

@@ -8,6 +8,10 @@
    tokens in a prepared directory (throughput does not depend on the text).
 3. Memory: measured peak of that run against ``pajama.memory.estimate``, and the activation
    memory of one 7B-shaped block against the per-layer estimate.
+4. The same run in ``16-mixed`` (fp16 autocast, dynamic loss scaling, FSDP2 with the sharded
+   scaler): throughput against bf16, and the loss scale it settled at.
+5. ``--micro_batch_size auto`` on the 1B preset at sequence 2048: the micro-batch found by
+   trying steps and backing off on out-of-memory, and the run's peak memory with it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import torch
 
 from pajama.chunks import ChunkWriter
 from pajama.memory import activation_bytes_per_token_layer, estimate
-from pajama.model import LLaMA, preset, rope_cache
+from pajama.model import LLaMA, rope_cache
+from pajama.model_config import preset
 from pajama.train import TrainConfig, pretrain
 
 
@@ -73,20 +78,24 @@ def block_activation_check(micro_batch: int = 1, seq: int = 2048) -> dict:
             "ratio": (held - weight_copies) / expected}  # fmt: skip
 
 
-def training_run(root: Path, steps: int, micro_batch: int, compile: bool) -> dict:
+def training_run(root: Path, steps: int, micro_batch: int | str, compile: bool, precision: str = "bf16-mixed", batch_size: int | None = None) -> dict:
     config = TrainConfig(
-        train_data_dir=root / "data", out_dir=root / f"run-{compile}", model_name="1B", devices=1, strategy="fsdp",
-        precision="bf16-mixed", compile=compile, batch_size=micro_batch, micro_batch_size=micro_batch, max_iters=steps,
+        train_data_dir=root / "data", out_dir=root / f"run-{compile}-{precision}-{micro_batch}", model_name="1B", devices=1, strategy="fsdp",
+        precision=precision, compile=compile, batch_size=batch_size or micro_batch, micro_batch_size=micro_batch, max_iters=steps,
         eval_interval=10**9, save_interval=10**9, eval_iters=1, log_interval=1, warmup_iters=10, resume="none",
     )  # fmt: skip
     torch.cuda.reset_peak_memory_stats()
     pretrain(config)
     with open(config.out_dir / "metrics.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["step_time"]][steps // 3 :]
+    chosen = json.loads((config.out_dir / "config.json").read_text())["train"]["micro_batch_size"]
     model = preset("1B").replace(vocab_size=32000)
-    plan = estimate(model, 1, micro_batch, 2048, "fsdp", False)
+    plan = estimate(model, 1, chosen, 2048, "fsdp", False, precision)
     return {
         "compile": compile,
+        "precision": precision,
+        "micro_batch_size": chosen,
+        "loss_scale": float(rows[-1]["loss_scale"]) if rows[-1].get("loss_scale") else None,
         "tokens_per_sec": statistics.median(float(r["tokens_per_sec"]) for r in rows),
         "mfu": statistics.median(float(r["mfu"]) for r in rows if r["mfu"]),
         "step_time": statistics.median(float(r["step_time"]) for r in rows),
@@ -112,6 +121,10 @@ def main() -> None:
         for compile in (False, True):
             started = time.time()
             results[f"train_compile_{compile}"] = training_run(root, args.steps, args.micro_batch_size, compile) | {"seconds": time.time() - started}
+        started = time.time()
+        results["train_fp16"] = training_run(root, args.steps, args.micro_batch_size, True, "16-mixed") | {"seconds": time.time() - started}
+        started = time.time()
+        results["train_micro_batch_auto"] = training_run(root, 10, "auto", False, batch_size=64) | {"seconds": time.time() - started}
     args.out.write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
 

@@ -1,26 +1,41 @@
 """Data preparation throughput, all measured in one run (run by hand, not by the tests).
 
-Builds a RedPajama-shaped corpus of real text (the standard library's docstrings and
-sources, repeated: short documents, code, book-length documents, and a Common Crawl
-``.jsonl.zst``), then reports:
+Two corpora of real text, each with a tokenizer trained on it:
+
+  redpajama  RedPajama-shaped: the standard library's docstrings and sources, repeated (short
+             documents, code, book-length documents, a Common Crawl ``.jsonl.zst``); a
+             32000-token BPE;
+  mid        many mid-sized documents, 2-30 KB each: man pages (their roff source), manuals
+             and other documentation under /usr/share/doc, the standard library's sources,
+             whichever of them the machine has; an 8000-token BPE.
+
+For each corpus it reports:
 
   (a) the ceiling: the tokenizer alone encoding the same texts in memory on every core;
   (b) ``pajama prepare`` end to end on every core, as a fraction of the ceiling;
   (c) a one-process loop in the style of lit-llama's prepare (read a line, json.loads, encode,
       append to an array, write chunks), and prepare's speed-up over it;
-  (d) prepare's scaling from 1 to 2 workers;
-  (e) the peak memory of a worker on one large ``.jsonl.zst``, for two file sizes.
+  (d) prepare's scaling from 1 worker to every core;
+
+and once (e) the peak memory of a worker on one large ``.jsonl.zst``, for two file sizes.
 
 Rates are tokens of text per second (BOS/EOS excluded), so every line counts the same work.
-A busy machine makes absolute figures meaningless: compare the ratios, measured in one run.
+A busy machine makes absolute figures meaningless: compare the ratios, measured in one run
+(the load average before and after is printed). The output starts with the machine: the CPU's
+model and features, and any instruction-set cap set in the environment; ``--json`` writes all
+of it to a file.
 
-    python bench/prepare_bench.py [--size_mb 150] [--workdir /tmp/pajama-prepare-bench] [--tokenizer_path M]
+    python bench/prepare_bench.py [--size_mb 150] [--cases redpajama mid] [--json out.json]
+        [--workdir /tmp/pajama-prepare-bench] [--tokenizer_path M]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
+import functools
+import gzip
 import importlib
 import inspect
 import io
@@ -37,9 +52,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import sentencepiece as spm
 import zstandard
 
 from pajama.chunks import ChunkWriter, dtype_for_vocab
+from pajama.hardware import cpu_info, emulated_isa
 from pajama.prepare import prepare
 from pajama.sources import DocumentReader, find_source_files
 from pajama.tokenizer import Tokenizer, train_tokenizer
@@ -111,6 +128,46 @@ def build_corpus(root: Path, size_mb: float) -> None:
     write_jsonl(root / CC, take(docs + code, 25 * share, rng), compress=True)
 
 
+MID_SIZE = (2_000, 30_000)  # characters of a mid-sized document
+
+
+def read_text(path: Path) -> str | None:
+    """A file's text (a ``.gz`` one decompressed); None if it is not UTF-8 text."""
+    try:
+        data = path.read_bytes()
+        return (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError):
+        return None
+
+
+def mid_sized_documents() -> list[str]:
+    """Distinct texts of 2-30 KB: man pages, documentation under /usr/share/doc, and the
+    standard library's sources."""
+    share = Path("/usr/share")
+    paths = sorted(share.glob("man/man[1-9]*/*")) + sorted(p for p in share.glob("doc/**/*") if p.suffix in (".txt", ".md", ".rst", ".gz"))
+    texts, seen = [], set()
+    for text in [read_text(p) for p in paths] + stdlib_sources():
+        if text and MID_SIZE[0] <= len(text) <= MID_SIZE[1] and text not in seen:
+            seen.add(text)
+            texts.append(text)
+    return texts
+
+
+def build_mid_corpus(root: Path, size_mb: float) -> None:
+    rng = random.Random(0)
+    pool = mid_sized_documents()
+    for i in range(3):
+        write_jsonl(root / "github" / f"mid_{i}.jsonl", take(pool, size_mb / 4, rng))
+    write_jsonl(root / CC, take(pool, size_mb / 4, rng), compress=True)
+
+
+# name: (what it is, how to build it, vocabulary of the tokenizer trained on it)
+CASES = {
+    "redpajama": ("RedPajama-shaped: short documents, code, books, a Common Crawl .jsonl.zst", build_corpus, 32000),
+    "mid": ("mid-sized documents (2-30 KB): man pages, manuals, source files", build_mid_corpus, 8000),
+}
+
+
 def load_texts(root: Path) -> list[str]:
     return [d.text for f in find_source_files(root) for d in DocumentReader(f)]
 
@@ -124,7 +181,7 @@ def _encode_share(model: str, texts: list[str], split: bool, barrier, results) -
         texts = [p for t in texts for p in tok.split(t)]
     barrier.wait()
     start = time.perf_counter()
-    n = sum(len(ids) for ids in tok.processor.encode(texts))
+    n = sum(len(ids) for ids in tok.processor.encode(texts, return_type="numpy"))
     results.put((time.perf_counter() - start, n))
 
 
@@ -151,7 +208,7 @@ def ceiling_processes(model: str, texts: list[str], cores: int, split: bool) -> 
 def ceiling_threads(model: str, texts: list[str], cores: int) -> tuple[float, int]:
     tok = Tokenizer(model)
     start = time.perf_counter()
-    n = sum(len(ids) for ids in tok.processor.encode(texts, num_threads=cores))
+    n = sum(len(ids) for ids in tok.processor.encode(texts, num_threads=cores, return_type="numpy"))
     return time.perf_counter() - start, n
 
 
@@ -214,49 +271,48 @@ def peak_rss_mb(root: Path, model: str, destination: Path, what: str) -> float:
     return int(out.split("RSS")[-1]) / 1024  # kB -> MB
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size_mb", type=float, default=150, help="MB of jsonl text in the corpus")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/pajama-prepare-bench"))
-    parser.add_argument("--tokenizer_path", type=Path, help="default: a 32000-token BPE trained on the corpus")
-    parser.add_argument("--unit_mb", type=float, default=4, help="small units, so the tail (one unit at most) is short on this small corpus")
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each measurement; the fastest counts")
-    parser.add_argument("--rss_mb", type=float, default=60, help="MB of text in the smaller .jsonl.zst of (e); the larger has twice as much")
-    args = parser.parse_args()
-    cores = len(os.sched_getaffinity(0))
-    work = args.workdir
+def best_of(repeat: int, name: str, measure) -> dict:
+    """Best of ``repeat`` runs of ``measure`` (a busy machine only ever slows a run down), printed as a row."""
+    runs = [measure() for _ in range(repeat)]
+    seconds, tokens = min(runs)
+    print(f"  {name:<55} {seconds:7.1f} s {tokens / 1e6:8.1f} M tokens {tokens / seconds / 1e6:7.2f} M tok/s  (runs: {', '.join(f'{t:.1f}' for t, _ in runs)} s)", flush=True)
+    return {"what": name, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds, "runs_s": [t for t, _ in runs]}
+
+
+def measure_case(name: str, args: argparse.Namespace, cores: int) -> dict:
+    """(a) to (d) on one corpus: its rows and ratios."""
+    what, build, vocab_size = CASES[name]
+    work = args.workdir / name
     corpus = work / "corpus"
     chunk_size = 2049 * 1024
+    print(f"\n== {name}: {what}")
     if not (corpus / CC).exists():
         print(f"building a {args.size_mb:.0f} MB corpus in {corpus} ...", flush=True)
         shutil.rmtree(corpus, ignore_errors=True)
-        build_corpus(corpus, args.size_mb)
+        build(corpus, args.size_mb)
     model = str(args.tokenizer_path or work / "tokenizer" / "tokenizer.model")
     if not Path(model).exists():
-        train_tokenizer(corpus, work / "tokenizer", vocab_size=32000, max_bytes=30_000_000)
+        with contextlib.redirect_stdout(io.StringIO()):
+            train_tokenizer(corpus, work / "tokenizer", vocab_size=vocab_size, max_bytes=30_000_000)
     tok = Tokenizer(model)
     with contextlib.redirect_stdout(io.StringIO()):
         texts = load_texts(corpus)
     chars = sum(map(len, texts))
     long = sum(len(t) for t in texts if len(tok.split(t)) > 1)
-    print(f"corpus: {len(texts):,} documents, {chars / 1e6:.0f} M characters ({long / chars:.0%} in documents encoded in pieces); {cores} cores; tokenizer vocab {tok.vocab_size}, pieces {'exact' if tok.splittable else 'off'}")
-
-    def row(name: str, measure) -> float:
-        """Best of ``--repeat`` runs: a busy machine only ever slows a run down."""
-        runs = [measure() for _ in range(args.repeat)]
-        seconds, tokens = min(runs)
-        rate = tokens / seconds
-        print(f"  {name:<55} {seconds:7.1f} s {tokens / 1e6:8.1f} M tokens {rate / 1e6:7.2f} M tok/s  (runs: {', '.join(f'{t:.1f}' for t, _ in runs)} s)", flush=True)
-        return rate
+    corpus_info = {"documents": len(texts), "characters": chars, "share_in_pieces": long / chars, "vocab_size": tok.vocab_size, "pieces_exact": tok.splittable}
+    print(f"corpus: {len(texts):,} documents of {chars / len(texts) / 1e3:.1f} K characters on average, {chars / 1e6:.0f} M characters ({long / chars:.0%} in documents encoded in pieces); tokenizer vocab {tok.vocab_size}, pieces {'exact' if tok.splittable else 'off'}")
+    row = functools.partial(best_of, args.repeat)
 
     print(f"(a) ceiling: the tokenizer alone, texts in memory (best of {args.repeat})")
-    thr = row(f"encode(list, num_threads={cores})", lambda: ceiling_threads(model, texts, cores))
-    procs = row(f"{cores} processes, whole documents", lambda: ceiling_processes(model, texts, cores, split=False))
-    pieces = row(f"{cores} processes, long documents in prepare's pieces", lambda: ceiling_processes(model, texts, cores, split=True))
+    rows = {
+        "ceiling_threads": row(f"encode(list, num_threads={cores})", lambda: ceiling_threads(model, texts, cores)),
+        "ceiling_processes": row(f"{cores} processes, whole documents", lambda: ceiling_processes(model, texts, cores, split=False)),
+        "ceiling_pieces": row(f"{cores} processes, long documents in prepare's pieces", lambda: ceiling_processes(model, texts, cores, split=True)),
+    }
     del texts
     print("(b), (d) pajama prepare, end to end")
-    p_all = row(f"prepare, {cores} workers (unit_mb {args.unit_mb:g})", lambda: run_prepare(corpus, model, work / "out", cores, args.unit_mb, chunk_size))
-    p_one = row("prepare, 1 worker", lambda: run_prepare(corpus, model, work / "out1", 1, args.unit_mb, chunk_size))
+    rows["prepare"] = row(f"prepare, {cores} workers (unit_mb {args.unit_mb:g})", lambda: run_prepare(corpus, model, work / "out", cores, args.unit_mb, chunk_size))
+    rows["prepare_1"] = row("prepare, 1 worker", lambda: run_prepare(corpus, model, work / "out1", 1, args.unit_mb, chunk_size))
     print("(c) one process, line by line (lit-llama's way)")
 
     def anchor_run() -> tuple[float, int]:
@@ -264,28 +320,73 @@ def main() -> None:
         with contextlib.redirect_stdout(io.StringIO()):
             return anchor_loop(corpus, model, work / "anchor", chunk_size)
 
-    anchor = row("read, json.loads, encode, np.array, write", anchor_run)
+    rows["loop"] = row("read, json.loads, encode, np.array, write", anchor_run)
+    rate = {k: r["tokens_per_s"] for k, r in rows.items()}
+    ratios = {
+        "prepare_vs_ceiling": rate["prepare"] / max(rate["ceiling_threads"], rate["ceiling_processes"]),
+        "prepare_vs_ceiling_pieces": rate["prepare"] / rate["ceiling_pieces"],
+        "prepare_vs_loop": rate["prepare"] / rate["loop"],
+        "scaling_1_to_all": rate["prepare"] / rate["prepare_1"],
+    }
+    print(f"ratios ({name})")
+    print(f"  prepare / ceiling (whole documents, best of threads and processes): {ratios['prepare_vs_ceiling']:.2f}   (goal >= 0.90)")
+    print(f"  prepare / ceiling (documents in prepare's pieces):                  {ratios['prepare_vs_ceiling_pieces']:.2f}   (goal >= 0.90)")
+    print(f"  prepare on {cores} cores / one-process loop:                            {ratios['prepare_vs_loop']:.2f}x  (goal >= 1.8x on 2 cores)")
+    print(f"  prepare 1 -> {cores} workers:                                            {ratios['scaling_1_to_all']:.2f}x  (goal >= 1.85x on 2)", flush=True)
+    return {"corpus": corpus_info, "rows": rows, "ratios": ratios}
 
-    print("(e) peak memory of one worker on one .jsonl.zst")
+
+def measure_memory(args: argparse.Namespace, model: str) -> dict:
+    """(e): the peak RSS of one worker on a ``.jsonl.zst`` of ``--rss_mb`` and twice as many MB of text."""
+    print("\n(e) peak memory of one worker on one .jsonl.zst")
     rng = random.Random(1)
     pool = stdlib_docstrings() + stdlib_sources()
     rss = {}
     for mb in (args.rss_mb, 2 * args.rss_mb):
-        root = work / f"rss{mb:g}"
+        root = args.workdir / f"rss{mb:g}"
         if not (root / CC).exists():
             write_jsonl(root / CC, take(pool, mb, rng) + ["\n\n".join(take(pool, 2.0, rng))], compress=True)
-        rss[mb] = peak_rss_mb(root, model, work / "rss_out", "prepare")
+        rss[mb] = peak_rss_mb(root, model, args.workdir / "rss_out", "prepare")
         print(f"  {mb:g} MB of text ({(root / CC).stat().st_size / 1e6:.0f} MB compressed, one 2 MB document): peak RSS {rss[mb]:.0f} MB", flush=True)
-    base = peak_rss_mb(work / f"rss{args.rss_mb:g}", model, work / "rss_out", "imports")
+    base = peak_rss_mb(args.workdir / f"rss{args.rss_mb:g}", model, args.workdir / "rss_out", "imports")
     print(f"  the same process after its imports and loading the tokenizer: {base:.0f} MB")
-
-    best = max(thr, procs)
-    print("\nratios")
-    print(f"  prepare / ceiling (whole documents, best of threads and processes): {p_all / best:.2f}   (goal >= 0.90)")
-    print(f"  prepare / ceiling (documents in prepare's pieces):                  {p_all / pieces:.2f}")
-    print(f"  prepare on {cores} cores / one-process loop:                            {p_all / anchor:.2f}x  (goal >= 1.8x on 2 cores)")
-    print(f"  prepare 1 -> {cores} workers:                                            {p_all / p_one:.2f}x  (goal >= 1.85x on 2)")
     print(f"  peak RSS {args.rss_mb:g} MB -> {2 * args.rss_mb:g} MB file: {rss[args.rss_mb]:.0f} -> {rss[2 * args.rss_mb]:.0f} MB   (goal <= 1024, flat)")
+    return {"text_mb": list(rss), "peak_rss_mb": list(rss.values()), "after_imports_mb": base}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size_mb", type=float, default=150, help="MB of jsonl text in each corpus")
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="the corpora to measure")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/pajama-prepare-bench"))
+    parser.add_argument("--tokenizer_path", type=Path, help="one tokenizer for every corpus (default: a BPE trained on each, of the vocabulary above)")
+    parser.add_argument("--unit_mb", type=float, default=4, help="small units, so the tail (one unit at most) is short on this small corpus")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each measurement; the fastest counts")
+    parser.add_argument("--rss_mb", type=float, default=60, help="MB of text in the smaller .jsonl.zst of (e); the larger has twice as much")
+    parser.add_argument("--json", type=Path, help="also write every figure, with the machine and the settings, to this file")
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    machine = {"cpu": cpu_info().describe(), "isa_cap": emulated_isa(), "sentencepiece": spm.__version__, "python": sys.version.split()[0]}
+    print(f"machine: {machine['cpu']}; instruction-set cap: {machine['isa_cap'] or 'none'}; SentencePiece {machine['sentencepiece']}, Python {machine['python']}")
+    load_before = os.getloadavg()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
+    cases = {name: measure_case(name, args, cores) for name in args.cases}
+    first = args.cases[0]
+    memory = measure_memory(args, str(args.tokenizer_path or args.workdir / first / "tokenizer" / "tokenizer.model"))
+    load_after = os.getloadavg()
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in load_after)}")
+    if args.json:
+        record = {
+            "date": datetime.date.today().isoformat(),
+            "machine": machine,
+            "cores": cores,
+            "load_average": {"before": load_before, "after": load_after},
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "cases": cases,
+            "memory": memory,
+        }
+        args.json.write_text(json.dumps(record, indent=1))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from pajama import PajamaError
-from pajama.model import ModelConfig
+from pajama.model_config import ModelConfig
 
 CHECKPOINTS = "checkpoints"
 META = "meta.json"

@@ -6,14 +6,17 @@ the config dataclass's) parameters, with the names of lit-llama's RedPajama howt
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import importlib.util
 import inspect
 import os
 import re
 import sys
 import typing
 from collections.abc import Callable
+from pathlib import Path
 
 import docstring_parser  # jsonargparse[signatures] reads docstrings with it too
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, set_parsing_settings
@@ -21,26 +24,22 @@ from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, set_pa
 from pajama import PajamaError
 
 
-def _commands() -> dict[str, Callable | dict[str, Callable]]:
-    # Imported here so that ``import pajama.cli`` stays cheap for the worker processes.
-    from pajama import data, download, evaluate, generate, hf, model_info, plot, quickstart, train
-    from pajama.prepare import prepare
-    from pajama.tokenizer import train_tokenizer
-
-    return {
-        "download": download.download,
-        "tokenizer": {"train": train_tokenizer},
-        "prepare": prepare,
-        "data": {"verify": data.verify, "inspect": data.inspect},
-        "pretrain": train.pretrain,
-        "generate": generate.generate,
-        "evaluate": evaluate.evaluate,
-        "export": hf.export,
-        "import": hf.import_,
-        "plot": plot.plot,
-        "model": model_info.model,
-        "quickstart": quickstart.quickstart,
-    }
+# Each command's function as "module:function", imported only when that command is parsed:
+# importing every module would import torch (seconds) for commands that never use it.
+COMMANDS: dict[str, str | dict[str, str]] = {
+    "download": "pajama.download:download",
+    "tokenizer": {"train": "pajama.tokenizer:train_tokenizer"},
+    "prepare": "pajama.prepare:prepare",
+    "data": {"verify": "pajama.data:verify", "inspect": "pajama.data:inspect"},
+    "pretrain": "pajama.train:pretrain",
+    "generate": "pajama.generate:generate",
+    "evaluate": "pajama.evaluate:evaluate",
+    "export": "pajama.hf:export",
+    "import": "pajama.hf:import_",
+    "plot": "pajama.plot:plot",
+    "model": "pajama.model_info:model",
+    "quickstart": "pajama.quickstart:quickstart",
+}
 
 
 # The argument a command may also take without its flag: ``pajama model 7B``, ``pajama data verify DIR``.
@@ -48,8 +47,22 @@ POSITIONAL = {"model": "name", "plot": "run_dir", "verify": "destination_path", 
 POSITIONAL_DEST = "positional"
 
 
-def _summary(target: Callable) -> str:
-    doc = (target.__doc__ or "").strip()
+def _load(spec: str) -> Callable:
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _parser(**kwargs) -> ArgumentParser:
+    return ArgumentParser(exit_on_error=False, allow_abbrev=False, **kwargs)
+
+
+def _summary(spec: str) -> str:
+    """The first line of a command function's docstring, read from its module's source
+    without importing the module."""
+    module, name = spec.split(":")
+    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8"))
+    function = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == name)
+    doc = ast.get_docstring(function) or ""
     return doc.splitlines()[0] if doc else ""
 
 
@@ -65,7 +78,7 @@ def _config_class(target: Callable) -> type | None:
 
 
 def _subparser(target: Callable) -> ArgumentParser:
-    parser = ArgumentParser(description=(target.__doc__ or "").strip().split("\n\n")[0] or None, exit_on_error=False, allow_abbrev=False)
+    parser = _parser(description=(target.__doc__ or "").strip().split("\n\n")[0] or None)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the flags below.")
     config_class = _config_class(target)
     if config_class is not None:
@@ -87,20 +100,50 @@ def _param_help(target: Callable, name: str) -> str:
     return next((" ".join(p.description.split()) for p in params if p.arg_name == name and p.description), "")
 
 
-def build_parser() -> tuple[ArgumentParser, dict]:
+def _named(argv: list[str]) -> tuple[str, ...]:
+    """The command, or group of commands, that ``argv`` names: ``("data", "verify")``, ``("data",)``, ``()``."""
+    path, level = (), COMMANDS
+    for token in argv:
+        if not isinstance(level, dict) or token not in level:
+            break
+        path, level = (*path, token), level[token]
+    return path
+
+
+def build_parser(argv: list[str] | None = None) -> tuple[ArgumentParser, dict]:
+    """The ``pajama`` parser, and the functions of the commands it has the flags of.
+
+    Every command is listed, but only the one that ``argv`` names gets its flags, so that only
+    its module is imported; without ``argv``, every command gets them.
+    """
     set_parsing_settings(docstring_parse_attribute_docstrings=True)  # config dataclass fields document themselves
-    commands = _commands()
-    parser = ArgumentParser(prog="pajama", description="Pre-train LLaMA models on RedPajama.", exit_on_error=False, allow_abbrev=False)
+    named = None if argv is None else _named(argv)
+    parser = _parser(prog="pajama", description="Pre-train LLaMA models on RedPajama.")
     sub = parser.add_subcommands(dest="command")
-    for name, target in commands.items():
-        if isinstance(target, dict):
-            group = ArgumentParser(description=f"pajama {name} subcommands", exit_on_error=False, allow_abbrev=False)
-            sub.add_subcommand(name, group, help=f"{name}: {', '.join(target)}")
+    commands: dict[str, Callable | dict[str, Callable]] = {}
+
+    def command_parser(path: tuple[str, ...], spec: str, into: dict) -> ArgumentParser:
+        if named is not None and path != named:
+            return _parser()  # only listed (help, choices), never parsed: its module stays unimported
+        into[path[-1]] = _load(spec)
+        return _subparser(into[path[-1]])
+
+    def summary(path: tuple[str, ...], spec: str) -> str | None:
+        # Shown only in the listing of the group argv names (``pajama --help``, ``pajama data
+        # --help``), and reading it parses the module's source: skipped everywhere else.
+        return _summary(spec) if named is None or path[:-1] == named else None
+
+    for name, spec in COMMANDS.items():
+        if isinstance(spec, dict):
+            group = _parser(description=f"pajama {name} subcommands")
+            sub.add_subcommand(name, group, help=f"{name}: {', '.join(spec)}")
             inner = group.add_subcommands(dest="action")
-            for action, fn in target.items():
-                inner.add_subcommand(action, _subparser(fn), help=_summary(fn))
+            commands[name] = {}
+            for action, action_spec in spec.items():
+                path = (name, action)
+                inner.add_subcommand(action, command_parser(path, action_spec, commands[name]), help=summary(path, action_spec))
         else:
-            sub.add_subcommand(name, _subparser(target), help=_summary(target))
+            sub.add_subcommand(name, command_parser((name,), spec, commands), help=summary((name,), spec))
     return parser, commands
 
 
@@ -131,8 +174,9 @@ def _explain(message: str, parser: ArgumentParser, argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser, commands = build_parser()
+    """Run the ``pajama`` command line ``argv`` (default: the process's arguments)."""
     argv = sys.argv[1:] if argv is None else argv
+    parser, commands = build_parser(argv)
     try:
         ns = parser.parse_args(argv)
     except ArgumentError as e:

@@ -11,11 +11,12 @@ import torch
 
 from pajama import PajamaError, checkpoint
 from pajama.model import LLaMA, KVCache
+from pajama.precision import choose_precision, inference_dtype
 from pajama.tokenizer import Tokenizer
 
 
-def load_model(checkpoint_path: Path, device: torch.device, dtype: torch.dtype = torch.float32) -> tuple[LLaMA, dict]:
-    """A checkpoint's model (full or sharded checkpoint), in eval mode on ``device``."""
+def load_model(checkpoint_path: Path, device: torch.device) -> tuple[LLaMA, dict]:
+    """A checkpoint's model (full or sharded checkpoint), fp32, in eval mode on ``device``."""
     config, weights, meta = checkpoint.load_model_weights(checkpoint_path)
     with torch.device("meta"):
         model = LLaMA(config)
@@ -25,7 +26,7 @@ def load_model(checkpoint_path: Path, device: torch.device, dtype: torch.dtype =
     if missing:
         raise PajamaError(f"{checkpoint_path}: checkpoint lacks {', '.join(sorted(missing)[:5])}")
     model.reset_rope()
-    return model.to(dtype).eval(), meta
+    return model.eval(), meta
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None) -> torch.Tensor:
@@ -90,6 +91,7 @@ def generate(
     top_p: float | None = None,
     seed: int | None = 1234,
     accelerator: str = "auto",
+    precision: str | None = None,
 ) -> str:
     """Sample text from a checkpoint, streaming tokens as they come; stops at EOS.
 
@@ -103,12 +105,16 @@ def generate(
         top_p: sample among the smallest set of tokens whose probability reaches p (nucleus).
         seed: random seed (none: different every run).
         accelerator: auto, cpu or cuda.
+        precision: bf16-mixed / bf16-true (bf16 weights), 16-mixed (fp16 weights) or 32-true; default: the fastest here (CPUs: measured).
     """
     if max_new_tokens < 1:
         raise PajamaError(f"--max_new_tokens must be >= 1, got {max_new_tokens}")
     device = torch.device("cuda" if accelerator in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     tokenizer = Tokenizer(tokenizer_path)
-    model, meta = load_model(checkpoint, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    model, meta = load_model(checkpoint, device)
+    choice = choose_precision(precision, device.type, model.config, tokens=1)  # decoding: one token at a time
+    print(choice.reason + (f"\nwarning: {choice.warning}" if choice.warning else ""), file=sys.stderr)
+    model = model.to(inference_dtype(choice.precision))
     if meta.get("tokenizer_sha256") not in (None, tokenizer.sha256):
         raise PajamaError(f"{tokenizer.path} is not the tokenizer this model was trained with (checksum differs)")
     if tokenizer.vocab_size > model.config.vocab_size:

@@ -27,7 +27,8 @@ import torch
 
 import pajama.checkpoint as ckpt
 from pajama import PajamaError
-from pajama.model import LLaMA, ModelConfig
+from pajama.model import LLaMA
+from pajama.model_config import ModelConfig
 from pajama.tokenizer import Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

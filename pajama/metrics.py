@@ -19,7 +19,7 @@ PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "H800": 989.0, "A10G
 
 COLUMNS = [
     "step", "tokens", "loss", "val_loss", "val_ppl", "lr", "grad_norm", "tokens_per_sec",
-    "tokens_per_sec_per_device", "mfu", "step_time", "data_wait", "peak_memory_gb", "skipped",
+    "tokens_per_sec_per_device", "mfu", "step_time", "data_wait", "peak_memory_gb", "skipped", "loss_scale",
 ]  # fmt: skip
 
 
@@ -102,6 +102,8 @@ class MetricsLog:
         parts += [f"lr {m['lr']:.2e}", f"grad {m['grad_norm']:.2f}", f"{m['tokens_per_sec']:,.0f} tok/s"]
         if "mfu" in m:
             parts.append(f"MFU {m['mfu']:.1%}")
+        if "loss_scale" in m:
+            parts.append(f"scale {m['loss_scale']:g}")
         parts.append(f"{m['step_time'] * 1000:.0f} ms/step")
         return " | ".join(parts)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pajama.memory import format_plan
-from pajama.model import PRESETS, preset
+from pajama.model_config import PRESETS, preset
 
 
 def model(

@@ -193,18 +193,17 @@ def _remove_stale_chunks(destination: Path, unit: str, count: int) -> None:
 # -- worker processes ----------------------------------------------------------------------
 
 
-def _worker(tokenizer_path: str, destination: Path, chunk_size: int, strict: bool, tasks, results) -> None:
-    """A worker process: prepare units from ``tasks`` until ``None``, reporting to ``results``."""
+def _helper(tokenizer: Tokenizer, destination: Path, chunk_size: int, strict: bool, tasks, results) -> None:
+    """A helper process: prepare units from ``tasks`` until ``None``, reporting to ``results``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what an interrupt does
     _exit_with_parent()
     unit_name = None
     try:
-        tokenizer = Tokenizer(tokenizer_path)
         while (unit := tasks.get()) is not None:
             unit_name = unit.name
             results.put(("start", os.getpid(), unit_name))
-            record = prepare_unit(unit, destination, chunk_size, strict, tokenizer, lambda b, t: results.put(("progress", b, t)))
-            results.put(("done", os.getpid(), record))
+            prepare_unit(unit, destination, chunk_size, strict, tokenizer, lambda b, t: results.put(("progress", b, t)))
+            results.put(("done", os.getpid(), unit_name))
     except PajamaError as e:
         results.put(("error", os.getpid(), str(e)))
     except OSError as e:  # disk full, an I/O error: name it, not a traceback
@@ -227,10 +226,22 @@ def _exit_with_parent() -> None:
 
 
 def _run_units(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_size: int, strict: bool, workers: int) -> None:
-    """Run the units with a progress bar; largest first, so the tail of the job stays parallel."""
+    """Run the units with a progress bar; largest first, so the tail of the job stays parallel.
+
+    This process prepares units itself, next to ``workers - 1`` helper processes that take
+    them from the same list: it is at work from the start, while the helpers start up, and
+    no core is left to a process that only waits for the others. Between two batches of its
+    own it takes in the helpers' progress and notices one that failed.
+    """
     todo = sorted(todo, key=lambda u: (-u.work, u.name))
     bar = progress_bar(total=sum(u.size for u in todo), unit="B", unit_scale=True, unit_divisor=1024, desc="prepare", smoothing=0.05, mininterval=1.0)
     tokens = finished = 0
+    ctx = mp.get_context("spawn")  # no fork: the driver may hold threads and open files
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for unit in todo + [None] * workers:  # sent by a thread of the queue: this process goes on
+        tasks.put(unit)
+    helpers = [ctx.Process(target=_helper, args=(tokenizer, destination, chunk_size, strict, tasks, results), daemon=True) for _ in range(workers - 1)]
+    running: dict[int, str] = {}  # helper pid -> its unit
 
     def advance(nbytes: int, ntokens: int, units: int = 0) -> None:
         nonlocal tokens, finished
@@ -240,67 +251,69 @@ def _run_units(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_
         elapsed = max(bar.format_dict["elapsed"], 1e-9)
         bar.set_postfix_str(f"{finished}/{len(todo)} units, {tokens / elapsed / 1e6:,.2f}M tok/s", refresh=False)
 
-    try:
-        if workers == 1:
-            for unit in todo:
-                prepare_unit(unit, destination, chunk_size, strict, tokenizer, advance)
-                advance(0, 0, units=1)
-        else:
-            _run_pool(todo, destination, tokenizer, chunk_size, strict, workers, advance)
-    except KeyboardInterrupt:
-        raise PajamaError("interrupted: finished units are kept; rerun the same command to resume") from None
-    except OSError as e:
-        raise PajamaError(f"{e}; finished units are kept, rerun to resume") from None
-    finally:
-        bar.close()
-
-
-def _run_pool(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_size: int, strict: bool, workers: int, advance: Callable[..., None]) -> None:
-    ctx = mp.get_context("spawn")  # no fork: the driver may hold threads and open files
-    tasks, results = ctx.Queue(), ctx.Queue()
-    for unit in todo:
-        tasks.put(unit)
-    for _ in range(workers):
-        tasks.put(None)
-    processes = [ctx.Process(target=_worker, args=(str(tokenizer.path), destination, chunk_size, strict, tasks, results), daemon=True) for _ in range(workers)]
-    for p in processes:
-        p.start()
-    running: dict[int, str] = {}  # pid -> unit
-    done = 0
-    try:
-        while done < len(todo):
+    def poll(timeout: float = 0.0) -> None:
+        """Take in the helpers' messages, waiting up to ``timeout`` for the first; raise if
+        a helper failed or died."""
+        while True:
             try:
-                kind, *payload = results.get(timeout=1.0)
+                kind, *payload = results.get(timeout=timeout) if timeout else results.get_nowait()
             except queue.Empty:
-                for p in processes:
-                    if p.exitcode not in (None, 0):
-                        doing = f"while preparing unit {running[p.pid]} (out of memory?)" if p.pid in running else "while starting"
-                        how = f"was killed by signal {-p.exitcode}" if p.exitcode < 0 else f"exited with code {p.exitcode}"
-                        raise PajamaError(f"a worker process {how} {doing}; finished units are kept, rerun to resume")
-                if all(p.exitcode is not None for p in processes):
-                    raise PajamaError(f"the worker processes stopped with {len(todo) - done} units left; rerun to resume")
-                continue
+                break
+            timeout = 0.0
             if kind == "progress":
                 advance(*payload)
             elif kind == "start":
                 running[payload[0]] = payload[1]
             elif kind == "done":
                 running.pop(payload[0], None)
-                done += 1
                 advance(0, 0, units=1)
             elif kind == "error":
                 raise PajamaError(payload[1])
             else:
                 raise RuntimeError(f"a prepare worker failed on {payload[1]}")
+        for p in helpers:
+            if p.exitcode not in (None, 0):
+                doing = f"while preparing unit {running[p.pid]} (out of memory?)" if p.pid in running else "while starting"
+                how = f"was killed by signal {-p.exitcode}" if p.exitcode < 0 else f"exited with code {p.exitcode}"
+                raise PajamaError(f"a worker process {how} {doing}; finished units are kept, rerun to resume")
+
+    def report(nbytes: int, ntokens: int) -> None:
+        advance(nbytes, ntokens)
+        poll()
+
+    def next_unit() -> Unit | None:
+        while True:
+            try:
+                return tasks.get(timeout=1.0)
+            except queue.Empty:  # the others hold the queue: or one died holding it, which poll finds
+                poll()
+
+    try:
+        for p in helpers:
+            p.start()
+        while (unit := next_unit()) is not None:
+            prepare_unit(unit, destination, chunk_size, strict, tokenizer, report)
+            advance(0, 0, units=1)
+        while finished < len(todo):
+            stopped = all(p.exitcode is not None for p in helpers)
+            poll(timeout=1.0)
+            if stopped and finished < len(todo):  # every message of a stopped helper was in the queue already
+                raise PajamaError(f"the worker processes stopped with {len(todo) - finished} units left; rerun to resume")
+    except KeyboardInterrupt:
+        raise PajamaError("interrupted: finished units are kept; rerun the same command to resume") from None
+    except OSError as e:
+        raise PajamaError(f"{e}; finished units are kept, rerun to resume") from None
     finally:
-        deadline = time.time() + (5 if done == len(todo) else 0)  # finished workers exit by themselves
-        for p in processes:
-            p.join(max(0.0, deadline - time.time()))
-            if p.is_alive():
-                p.terminate()
-                p.join()
+        deadline = time.time() + (5 if finished == len(todo) else 0)  # finished helpers exit by themselves
+        for p in helpers:
+            if p.pid is not None:
+                p.join(max(0.0, deadline - time.time()))
+                if p.is_alive():
+                    p.terminate()
+                    p.join()
         tasks.close()
         results.close()
+        bar.close()
 
 
 # -- the command -----------------------------------------------------------------------------

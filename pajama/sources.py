@@ -255,7 +255,9 @@ class DocumentReader:
             try:  # the common case, as few steps as possible
                 line = raw.decode("utf-8")
                 text = loads(line)["text"]
-                if text.__class__ is str and "\\ud" not in line and "\\uD" not in line:
+                # A surrogate escape may leave an unpaired surrogate, which is not Unicode:
+                # those lines are checked below. An ASCII text (the flag is free to read) has none.
+                if text.__class__ is str and (text.isascii() or ("\\ud" not in line and "\\uD" not in line)):
                     if text:
                         yield Document(text, self.lines_read)
                     continue

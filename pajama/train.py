@@ -17,17 +17,21 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pajama import PajamaError, checkpoint, usable_cpus
+from pajama import PajamaError, checkpoint, memory, usable_cpus
+from pajama.hardware import available_memory
 from pajama.loader import MixtureSampler, PreparedData, load_prepared, mixture, split_blocks, validation_samples
 from pajama.metrics import MetricsLog, peak_flops, peak_memory_gb
-from pajama.model import LLaMA, ModelConfig, preset
+from pajama.model import LLaMA
+from pajama.model_config import ModelConfig, preset
+from pajama.precision import PRECISIONS, choose_precision
 from pajama.progress import progress_bar
 from pajama.sources import LLAMA_WEIGHTS
 
@@ -36,7 +40,11 @@ from pajama.sources import LLAMA_WEIGHTS
 # parser runs ``if TYPE_CHECKING:`` blocks.) Functions take that ``lightning.Fabric`` as ``fabric``.
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, run again to continue (requeue)
 EXIT_INTERRUPTED = 130  # Ctrl-C: checkpoint written, as for any command a user interrupts
-PRECISIONS = ("bf16-mixed", "bf16-true", "32-true")
+# Share of the free RAM that --micro_batch_size auto plans to use on a CPU: the plan leaves out
+# the allocator's slack, the data loader and whatever else the machine runs.
+CPU_MEMORY_SHARE = 0.6
+# fp16 loss scaling: the scale doubles after this many steps without overflow (PyTorch's default).
+LOSS_SCALE_GROWTH_INTERVAL = 2000
 
 
 @dataclass
@@ -61,14 +69,14 @@ class TrainConfig:
     accelerator: str = "auto"
     """auto, cpu, cuda or mps."""
     precision: str | None = None
-    """bf16-mixed (fp32 weights, bf16 compute), bf16-true, 32-true; default bf16-mixed where supported."""
+    """bf16-mixed (fp32 weights, bf16 compute), bf16-true, 16-mixed (fp16 compute with dynamic loss scaling), 32-true; default: the fastest this device runs well (GPUs: bf16-mixed, or 16-mixed without bf16; CPUs: measured at start)."""
     strategy: str = "auto"
     """auto (one device: single; more: fsdp), single, ddp or fsdp (FSDP2, one shard unit per block)."""
     learning_rate: float = 6e-4
     batch_size: int = 125
     """Global batch size in sequences, across all devices and nodes."""
-    micro_batch_size: int = 5
-    """Sequences per device per forward/backward pass."""
+    micro_batch_size: int | Literal["auto"] = 5
+    """Sequences per device per forward/backward pass; auto: the largest that fits (GPU: tried, backing off on out-of-memory; CPU: the memory plan against free RAM), keeping the global batch."""
     max_iters: int = 600000
     """Optimizer steps to train for."""
     weight_decay: float = 1e-1
@@ -124,20 +132,23 @@ def pretrain(config: TrainConfig) -> None:
     """
     started = time.monotonic()  # --max_time counts from here: setup and loading take time too
     _validate(config)
+    config, notes = _choose_precision(config)
     fabric = _fabric(config)
     fabric.launch()
-    _run(fabric, config, started)
+    _run(fabric, config, started, notes)
 
 
 # -- setup --------------------------------------------------------------------------------
 
 
 def _validate(config: TrainConfig) -> None:
-    for name in ("batch_size", "micro_batch_size", "max_iters", "save_interval", "eval_interval", "eval_iters", "log_interval", "devices", "num_nodes"):
+    for name in ("batch_size", "max_iters", "save_interval", "eval_interval", "eval_iters", "log_interval", "devices", "num_nodes"):
         if getattr(config, name) < 1:
             raise PajamaError(f"--{name} must be >= 1, got {getattr(config, name)}")
+    if config.micro_batch_size != "auto" and not (isinstance(config.micro_batch_size, int) and config.micro_batch_size >= 1):
+        raise PajamaError(f"--micro_batch_size must be a positive integer or auto, got {config.micro_batch_size!r}")
     world = config.devices * config.num_nodes
-    if config.batch_size % (config.micro_batch_size * world):
+    if config.micro_batch_size != "auto" and config.batch_size % (config.micro_batch_size * world):
         options = sorted({config.micro_batch_size * world * k for k in (max(1, config.batch_size // (config.micro_batch_size * world)),) for k in (k, k + 1)})
         raise PajamaError(
             f"--batch_size {config.batch_size} is not a multiple of micro_batch_size {config.micro_batch_size} x {world} devices; "
@@ -184,8 +195,36 @@ def _parse_duration(text: str) -> float:
         raise PajamaError(f"--max_time {text!r}: expected seconds, HH:MM:SS or D-HH:MM:SS") from None
 
 
+def _device_type(accelerator: str) -> str:
+    """The device kind ``--accelerator`` resolves to, as Fabric will pick it."""
+    if accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    if accelerator == "mps" or (accelerator == "auto" and torch.backends.mps.is_available()):
+        return "mps"
+    return "cpu"
+
+
+def _choose_precision(config: TrainConfig) -> tuple[TrainConfig, list[str]]:
+    """``config`` with its precision decided (see pajama.precision), and lines to print once
+    the processes are up. A resumed run keeps the precision it began with, so that resuming
+    stays exact even if this machine would measure differently today."""
+    resuming = _resume_path(config)
+    if config.precision is None and resuming is not None:
+        earlier = checkpoint.read_meta(resuming)["train"].get("precision")
+        if earlier:
+            return replace(config, precision=earlier), [f"precision {earlier}, as the run began"]
+    device_type = _device_type(config.accelerator)
+    if device_type == "cpu":
+        torch.set_num_threads(_cpu_threads(config.devices))  # probe on the threads training will use
+    model_config = _model_config(config, load_prepared(config.train_data_dir), resuming)
+    micro = config.micro_batch_size if config.micro_batch_size != "auto" else 8
+    choice = choose_precision(config.precision, device_type, model_config, tokens=micro * model_config.block_size)
+    return replace(config, precision=choice.precision), [choice.reason] + ([f"warning: {choice.warning}"] if choice.warning else [])
+
+
 def _fabric(config: TrainConfig):
     import lightning as L
+    from lightning.fabric.plugins.precision import MixedPrecision
     from lightning.fabric.strategies import ModelParallelStrategy
 
     world = config.devices * config.num_nodes
@@ -205,57 +244,70 @@ def _fabric(config: TrainConfig):
             f"{'ddp' if world > 1 else 'single'}, or start a new run from its weights with --initial_checkpoint {resuming} (fresh optimizer)"
         )
     precision = config.precision
-    if precision is None:
-        cuda_without_bf16 = torch.cuda.is_available() and config.accelerator != "cpu" and not torch.cuda.is_bf16_supported()
-        precision = "32-true" if cuda_without_bf16 else "bf16-mixed"
+    compute_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     strategies = {
         "single": "auto",
         "ddp": "ddp",
         "fsdp": lambda: ModelParallelStrategy(
-            parallelize_fn=functools.partial(_shard, bf16_compute=precision == "bf16-mixed"), data_parallel_size=world, tensor_parallel_size=1
+            parallelize_fn=functools.partial(_shard, compute_dtype=compute_dtype), data_parallel_size=world, tensor_parallel_size=1
         ),
     }
     chosen = strategies[strategy]
+    plugins = None
+    if precision == "16-mixed":
+        # fp16 autocast with dynamic loss scaling (fp32 master weights). Given as a plugin, since
+        # Fabric turns a "16-mixed" string into bf16 on CPUs and refuses it under FSDP2. Under
+        # FSDP each rank holds a shard of the gradients, so the overflow check is all-reduced.
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+        device = "cpu" if _device_type(config.accelerator) == "cpu" else "cuda"
+        scaler_class = ShardedGradScaler if strategy == "fsdp" else torch.amp.GradScaler
+        scaler = scaler_class(device=device, growth_interval=LOSS_SCALE_GROWTH_INTERVAL)
+        plugins, precision = [MixedPrecision("16-mixed", device=device, scaler=scaler)], None
     return L.Fabric(
         accelerator=config.accelerator,
         devices=config.devices,
         num_nodes=config.num_nodes,
         strategy=chosen() if callable(chosen) else chosen,
         precision=precision,
+        plugins=plugins,
     )
 
 
-def _shard(model: LLaMA, device_mesh, bf16_compute: bool) -> LLaMA:
+def _shard(model: LLaMA, device_mesh, compute_dtype: torch.dtype | None) -> LLaMA:
     """FSDP2: one shard unit per transformer block, then the root (embeddings, norm, head).
 
-    With bf16 compute, blocks are gathered in bf16 (fp32 shards stay the master weights, and
-    gradients are reduced in fp32): half the communication, and autocast then has no fp32
-    weights to cast, so no bf16 copy of every layer's weights is held until the backward pass.
+    Under mixed precision, blocks are gathered in the compute dtype (fp32 shards stay the master
+    weights, and gradients are reduced in fp32): half the communication, and autocast then has
+    no fp32 weights to cast, so no 16-bit copy of every layer's weights is held until backward.
     """
     try:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     except ImportError:  # torch < 2.6
         from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
     mesh = device_mesh["data_parallel"]
-    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16_compute else MixedPrecisionPolicy()
+    policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32) if compute_dtype else MixedPrecisionPolicy()
     for block in model.layers:
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
     return model
 
 
-def _set_threads(fabric, devices: int) -> None:
-    """On CPU, split the cores between this node's processes (oversubscription is 3-6x slower);
-    every rank sets it, since Fabric's launcher does so only for some."""
-    if fabric.device.type == "cpu":
-        torch.set_num_threads(max(1, usable_cpus() // devices))
+def _cpu_threads(devices: int) -> int:
+    """On CPU, the cores this process may run on, split between this node's processes
+    (oversubscription is 3-6x slower). Set by every rank: Fabric's launcher does so only for some."""
+    return max(1, usable_cpus() // devices)
 
 
 # -- the run ------------------------------------------------------------------------------
 
 
-def _run(fabric, config: TrainConfig, started: float) -> None:
-    _set_threads(fabric, config.devices)
+def _run(fabric, config: TrainConfig, started: float, notes: list[str]) -> None:
+    if fabric.device.type == "cpu":
+        torch.set_num_threads(_cpu_threads(config.devices))
+    for line in notes:
+        fabric.print(line)
+    _check_same_precision(fabric, config.precision)
     out_dir = Path(config.out_dir).expanduser().resolve()
     train_data = load_prepared(config.train_data_dir)
     val_data = load_prepared(config.val_data_dir) if config.val_data_dir else None
@@ -271,9 +323,7 @@ def _run(fabric, config: TrainConfig, started: float) -> None:
             raise PajamaError(f"{val_data.directory} was prepared with another tokenizer than {train_data.directory}")
         val_splits, _ = split_blocks(val_data, block, 0.0, holdout=False)
     sampler = MixtureSampler(train_splits, config.mixture, block, config.seed)
-    val_samples = validation_samples(val_splits, config.mixture, config.eval_iters * config.micro_batch_size)
     world, rank = fabric.world_size, fabric.global_rank
-    accum = config.batch_size // (config.micro_batch_size * world)
 
     # Model: created without memory (meta) under FSDP, materialised sharded, then initialised.
     with fabric.init_module(empty_init=True):
@@ -300,6 +350,10 @@ def _run(fabric, config: TrainConfig, started: float) -> None:
         fused=fabric.device.type == "cuda",
     )
     optimizer = fabric.setup_optimizers(optimizer)
+    config = _choose_micro_batch(fabric, config, model, model_config, resuming)
+    val_samples = validation_samples(val_splits, config.mixture, config.eval_iters * config.micro_batch_size)
+    accum = config.batch_size // (config.micro_batch_size * world)
+    scaler = getattr(fabric.strategy.precision, "scaler", None)  # fp16 only: dynamic loss scaling
 
     meta = {
         "model": asdict(model_config),
@@ -308,9 +362,13 @@ def _run(fabric, config: TrainConfig, started: float) -> None:
         "data": {name: s.tokens for name, s in train_data.streams.items()},
     }
     state = {"model": model, "optimizer": optimizer, "step": 0, "tokens": 0, "sampler": sampler.state_dict(), "rng": checkpoint.rng_state()}
+    if scaler is not None:
+        state["grad_scaler"] = scaler.state_dict()
     if resuming is not None:
         _resume(fabric, resuming, out_dir, state, meta)
     sampler.load_state_dict(state["sampler"])
+    if scaler is not None:
+        scaler.load_state_dict(state["grad_scaler"])
     if resuming is None:
         fabric.seed_everything(config.seed + rank)
     else:
@@ -369,9 +427,16 @@ def _run(fabric, config: TrainConfig, started: float) -> None:
         grad_norm = _full(grad_norm)
         loss_avg = fabric.all_reduce(loss_sum / accum, reduce_op="mean")
         finite = bool(torch.isfinite(loss_avg)) and bool(torch.isfinite(grad_norm))
+        # Under fp16, gradients that overflow at this loss scale are the scaler's to handle: it
+        # skips the update and lowers the scale. Not a bad step: the model is fine.
+        overflow = scaler is not None and not finite and bool(torch.isfinite(loss_avg))
+        loss_scale = scaler.get_scale() if scaler is not None else None
+        if finite or overflow:
+            optimizer.step()  # with a scaler: unscaled gradients, skipped on overflow, scale updated
         if finite:
-            optimizer.step()
             bad_steps = 0
+        elif overflow:
+            fabric.print(f"step {step + 1}: gradients overflow fp16 at loss scale {loss_scale:g}: update skipped, scale now {scaler.get_scale():g}")
         else:
             bad_steps += 1
             fabric.print(f"step {step + 1}: non-finite loss {float(loss_avg)} or gradient norm {float(grad_norm)}: update skipped ({bad_steps} in a row)")
@@ -395,6 +460,8 @@ def _run(fabric, config: TrainConfig, started: float) -> None:
                 "peak_memory_gb": peak_memory_gb(fabric.device),
                 "skipped": 0 if finite else 1,
             }
+            if scaler is not None:
+                metrics["loss_scale"] = loss_scale
             if peak:
                 metrics["mfu"] = flops_per_token * tokens_per_step / step_time / (peak * world)
             if evaluate_now:
@@ -413,6 +480,8 @@ def _run(fabric, config: TrainConfig, started: float) -> None:
         preempted = stop.requested(fabric)
         if step % config.save_interval == 0 or step == config.max_iters or preempted:
             state.update(step=step, tokens=tokens, sampler=sampler.state_dict(), rng=checkpoint.rng_state())
+            if scaler is not None:
+                state["grad_scaler"] = scaler.state_dict()
             _check_finite(fabric, model)
             path = checkpoint.save(fabric, out_dir, step, state, meta | {"step": step, "tokens": tokens}, config.keep_last)
             if rank == 0:
@@ -447,6 +516,77 @@ def _model_config(config: TrainConfig, data: PreparedData, resuming: Path | None
         base = preset(config.model_name)
     vocab = data.vocab_size or base.vocab_size
     return base.replace(vocab_size=vocab, block_size=config.block_size or base.block_size)
+
+
+def _choose_micro_batch(fabric, config: TrainConfig, model, model_config: ModelConfig, resuming: Path | None) -> TrainConfig:
+    """``config`` with ``--micro_batch_size auto`` resolved: the largest micro-batch that fits
+    (GPU: tried; CPU: the memory plan against free RAM), keeping the global batch where it
+    divides. A resumed run keeps the micro-batch it began with."""
+    if config.micro_batch_size != "auto":
+        return config
+    world = fabric.world_size
+    earlier = checkpoint.read_meta(resuming)["train"] if resuming is not None else {}
+    if isinstance(earlier.get("micro_batch_size"), int) and earlier["batch_size"] % (earlier["micro_batch_size"] * world) == 0:
+        fabric.print(f"micro-batch {earlier['micro_batch_size']} (auto), as the run began")
+        return replace(config, micro_batch_size=earlier["micro_batch_size"], batch_size=earlier["batch_size"])
+    limit = config.batch_size // world if config.batch_size % world == 0 else config.batch_size
+    strategy = "fsdp" if type(fabric.strategy).__name__ == "ModelParallelStrategy" else "single"
+    plan = functools.partial(
+        memory.largest_micro_batch, model_config, world_size=world, seq_len=model_config.block_size, strategy=strategy,
+        activation_checkpointing=config.activation_checkpointing, precision=config.precision,
+    )  # fmt: skip
+    if fabric.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(fabric.device)
+        start = max(1, min(limit, 2 * plan(free + torch.cuda.memory_allocated(fabric.device), limit=limit)))  # the plan is a guide here
+        largest = memory.largest_that_fits(_halvings(start), functools.partial(_runs, fabric, model, model_config))
+        how = f"tried on {torch.cuda.get_device_name(fabric.device)}"
+    else:
+        # The weights are already allocated, and counted by the plan: add them back to what is free.
+        local_bytes = sum(_local(p).numel() * p.element_size() for p in model.parameters())
+        budget = CPU_MEMORY_SHARE * (available_memory() or 0) / config.devices + local_bytes
+        largest = plan(budget, limit=limit)
+        how = f"memory plan within {budget / memory.GB:.1f} GiB ({CPU_MEMORY_SHARE:.0%} of the free RAM per process)"
+    largest = int(fabric.all_reduce(torch.tensor(largest, device=fabric.device), reduce_op="min"))  # every rank the same
+    if largest == 0:
+        raise PajamaError(f"--micro_batch_size auto: not even one sequence of {model_config.block_size} tokens fits ({how}); try --activation_checkpointing true, more devices, or a smaller --block_size")
+    micro, batch, note = memory.fit_batch(config.batch_size, world, largest)
+    fabric.print(f"micro-batch {micro} (auto: {largest} fit{'s' if largest == 1 else ''}, {how})" + (f"; {note}" if note else ""))
+    return replace(config, micro_batch_size=micro, batch_size=batch)
+
+
+def _halvings(start: int) -> list[int]:
+    out = [start]
+    while out[-1] > 1:
+        out.append(out[-1] // 2)
+    return out
+
+
+def _runs(fabric, model, model_config: ModelConfig, micro: int) -> bool:
+    """Whether a forward and backward pass of ``micro`` sequences fits in GPU memory, with room
+    held back for AdamW's two moments (allocated at the first step). All ranks agree."""
+    ok = True
+    try:
+        reserve = torch.empty(2 * sum(_local(p).numel() for p in model.parameters()), device=fabric.device)
+        tokens = torch.zeros(micro, model_config.block_size + 1, dtype=torch.long, device=fabric.device)
+        logits = model(tokens[:, :-1])
+        fabric.backward(F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten()))
+    except torch.cuda.OutOfMemoryError:
+        ok = False
+    reserve = tokens = logits = None  # noqa: F841 (freed before the next try)
+    model.zero_grad(set_to_none=True)
+    torch.cuda.empty_cache()
+    return bool(fabric.all_reduce(torch.tensor(float(ok), device=fabric.device), reduce_op="min") > 0)
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    return p.to_local() if hasattr(p, "to_local") else p
+
+
+def _check_same_precision(fabric, precision: str) -> None:
+    """Processes that measured this CPU each chose a precision: they must have chosen the same."""
+    code = torch.tensor(float(PRECISIONS.index(precision)), device=fabric.device)
+    if fabric.all_reduce(code, reduce_op="max") != fabric.all_reduce(code, reduce_op="min"):
+        raise PajamaError("the processes of this run chose different precisions (a CPU measured at the margin); give --precision")
 
 
 def _mixture_line(names: list[str], weights: dict[str, float] | None) -> str:
@@ -565,7 +705,10 @@ def _resume(fabric, path: Path, out_dir: Path, state: dict, meta: dict) -> None:
             problems.append(f"--{key} was {earlier['train'].get(key)}, now {meta['train'][key]}")
     if problems:
         raise PajamaError(f"cannot resume from {path}: {'; '.join(problems)}. Use another --out_dir, or --resume none to start over")
+    # A run that switches to fp16 on resume starts with a fresh loss scale.
+    fresh = {"grad_scaler": state.pop("grad_scaler")} if "grad_scaler" in state and earlier["train"].get("precision") != "16-mixed" else {}
     fabric.load(path / checkpoint.STATE, state)
+    state.update(fresh)
     # Going back to an earlier checkpoint of this run: the later ones are of the abandoned branch.
     later = [p for p in checkpoint.list_checkpoints(out_dir) if checkpoint.step_of(p) > earlier["step"]]
     if later and fabric.global_rank == 0:

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from pajama import PajamaError, checkpoint
 from pajama.chunks import ChunkWriter, dtype_for_vocab
 from pajama.evaluate import evaluate
-from pajama.model import LLaMA, ModelConfig
+from pajama.model import LLaMA
+from pajama.model_config import ModelConfig
 from pajama.sources import LLAMA_WEIGHTS
 from pajama.tokenizer import Tokenizer
 
@@ -88,9 +89,10 @@ def direct(model, data: Path, max_tokens: int, seq: int) -> dict[str, float]:
 
 def test_evaluate_is_deterministic_and_matches_a_direct_computation(setup, capsys):
     _, _, model, ckpt, data = setup
-    first = evaluate(ckpt, data, max_tokens=3 * 64 * 8, micro_batch_size=3, accelerator="cpu")
-    assert evaluate(ckpt, data, max_tokens=3 * 64 * 8, micro_batch_size=3, accelerator="cpu") == first
-    other_batches = evaluate(ckpt.parents[1], data, max_tokens=3 * 64 * 8, micro_batch_size=8, accelerator="cpu")  # the run dir: its newest
+    # fp32, to compare with the direct fp32 computation below
+    first = evaluate(ckpt, data, max_tokens=3 * 64 * 8, micro_batch_size=3, accelerator="cpu", precision="32-true")
+    assert evaluate(ckpt, data, max_tokens=3 * 64 * 8, micro_batch_size=3, accelerator="cpu", precision="32-true") == first
+    other_batches = evaluate(ckpt.parents[1], data, max_tokens=3 * 64 * 8, micro_batch_size=8, accelerator="cpu", precision="32-true")  # the run dir: its newest
     assert other_batches["loss"] == pytest.approx(first["loss"], rel=1e-6)
 
     expected = direct(model, data, 3 * 64 * 8, 64)

@@ -1,7 +1,8 @@
 import torch
 
 from pajama.generate import generate_ids, sample_next
-from pajama.model import LLaMA, ModelConfig
+from pajama.model import LLaMA
+from pajama.model_config import ModelConfig
 
 
 def _model():

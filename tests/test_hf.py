@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from pajama import PajamaError, checkpoint
 from pajama.generate import load_model
 from pajama.hf import export, halves_to_interleaved, import_, interleaved_to_halves, parse_size
-from pajama.model import LLaMA, ModelConfig
+from pajama.model import LLaMA
+from pajama.model_config import ModelConfig
 from pajama.tokenizer import Tokenizer
 
 SAMPLE = Path(__file__).parents[1] / "pajama" / "sample"

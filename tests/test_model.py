@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from pajama import PajamaError
-from pajama.model import PRESETS, KVCache, LLaMA, ModelConfig, apply_rope, preset, rope_cache
+from pajama.model import KVCache, LLaMA, apply_rope, rope_cache
+from pajama.model_config import PRESETS, ModelConfig, preset
 
 # REFERENCE: Meta's LLaMA v1 parameter counts.
 LLAMA_COUNTS = {"7B": 6_738_415_616, "13B": 13_015_864_320, "30B": 32_528_943_616, "65B": 65_285_660_672}

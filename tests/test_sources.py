@@ -116,11 +116,12 @@ def test_bad_lines_are_counted_with_file_and_line_and_good_ones_kept(tmp_path, j
             "",  # empty text: skipped silently
             "good 2 \\ud83d\\ude00 and 😀",
             b'{"text": "paired \\ud83d\\ude00 surrogates"}',
+            b'{"text": "ascii text", "meta": "lone \\udc00 in another field"}',
         ],
     )
     bad = BadLines()
     docs = list(reader(path, bad=bad))
-    assert [(d.text, d.line) for d in docs] == [("good 1", 1), ("good 2 \\ud83d\\ude00 and 😀", 10), ("paired 😀 surrogates", 11)]
+    assert [(d.text, d.line) for d in docs] == [("good 1", 1), ("good 2 \\ud83d\\ude00 and 😀", 10), ("paired 😀 surrogates", 11), ("ascii text", 12)]
     assert bad.count == 7
     assert bad.examples == [
         f"{path}:2: not valid JSON (Unterminated string starting at, column 10)",

@@ -23,6 +23,7 @@ from pajama.train import EXIT_INTERRUPTED, EXIT_PREEMPTED, TrainConfig, pretrain
 SMALL = [
     "--model_name", "tiny", "--block_size", "32", "--batch_size", "8", "--micro_batch_size", "2",
     "--warmup_iters", "2", "--eval_iters", "2", "--accelerator", "cpu", "--learning_rate", "3e-3",
+    "--precision", "32-true",  # runs compared with each other must not depend on a speed measurement
 ]  # fmt: skip
 
 
@@ -203,7 +204,7 @@ def test_nonfinite_steps_are_skipped_then_stop_with_a_finite_checkpoint(prepared
 
 def test_two_process_fsdp_matches_one_process_and_resumes_on_one(prepared, tmp_path):
     data, _ = prepared
-    common = ["pretrain", "--train_data_dir", data, *SMALL, "--lr_decay_iters", "100", "--save_interval", "4", "--eval_interval", "4", "--precision", "32-true"]
+    common = ["pretrain", "--train_data_dir", data, *SMALL, "--lr_decay_iters", "100", "--save_interval", "4", "--eval_interval", "4"]
     pajama(*common, "--max_iters", "6", "--out_dir", tmp_path / "one")
     result = pajama(*common, "--max_iters", "4", "--devices", "2", "--strategy", "fsdp", "--out_dir", tmp_path / "fsdp")
     assert "2 device(s) x 2 sequences x 2 accumulation" in result.stdout
@@ -230,7 +231,7 @@ def _free_port():
 
 def test_two_node_torchrun_matches_one_process(prepared, tmp_path):
     data, _ = prepared
-    common = ["pretrain", "--train_data_dir", data, *SMALL, "--max_iters", "3", "--save_interval", "3", "--eval_interval", "3", "--precision", "32-true"]
+    common = ["pretrain", "--train_data_dir", data, *SMALL, "--max_iters", "3", "--save_interval", "3", "--eval_interval", "3"]
     pajama(*common, "--out_dir", tmp_path / "one")
     port = _free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -254,7 +255,7 @@ def test_two_node_torchrun_matches_one_process(prepared, tmp_path):
 @pytest.mark.parametrize("launcher", ["srun", "mpiexec"])
 def test_srun_and_mpi_launched_processes_match_one_process(prepared, tmp_path, launcher):
     data, _ = prepared
-    common = ["pretrain", "--train_data_dir", data, *SMALL, "--max_iters", "3", "--save_interval", "3", "--eval_interval", "3", "--precision", "32-true"]
+    common = ["pretrain", "--train_data_dir", data, *SMALL, "--max_iters", "3", "--save_interval", "3", "--eval_interval", "3"]
     pajama(*common, "--out_dir", tmp_path / "one")
     command = [sys.executable, "-m", "pajama.cli", *map(str, common), "--out_dir", str(tmp_path / "run")]
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT=str(_free_port()))
@@ -326,8 +327,9 @@ def test_settings_that_cannot_work_are_refused_before_anything_runs(prepared, st
         with pytest.raises(PajamaError, match=message):
             pretrain(TrainConfig(**config))
 
-    refused(r"--precision must be bf16-mixed, bf16-true, 32-true, got 'fp16'", precision="fp16")
+    refused(r"--precision must be bf16-mixed, bf16-true, 16-mixed, 32-true, got 'fp16'", precision="fp16")
     refused(r"--accelerator must be auto, cpu, cuda or mps, got 'tpu'", accelerator="tpu")
+    refused(r"--micro_batch_size must be a positive integer or auto, got 'max'", micro_batch_size="max")
     if not torch.cuda.is_available():
         refused(r"--accelerator cuda: no CUDA device is visible to PyTorch .*; use --accelerator cpu", accelerator="cuda")
     # A fresh run into a directory with another run's checkpoints would mix the two.
@@ -386,3 +388,61 @@ def test_flag_mistakes_are_one_line_in_the_flags_own_names(capsys, argv, message
     with pytest.raises(SystemExit) as exit:
         main(argv)
     assert exit.value.code == 2 and capsys.readouterr().err.strip() == message
+
+
+def test_fp16_scales_the_loss_skips_an_overflow_and_resumes_exactly(prepared, tmp_path, monkeypatch):
+    import pajama.train as train
+
+    data, _ = prepared
+    monkeypatch.setattr(train, "LOSS_SCALE_GROWTH_INTERVAL", 2)  # the scale doubles every 2 good steps
+    real_cross_entropy = torch.nn.functional.cross_entropy
+    calls = []
+
+    def overflow_in_step_6(input, target, **kwargs):
+        loss = real_cross_entropy(input, target, **kwargs)
+        if torch.is_grad_enabled():
+            calls.append(1)
+            if len(calls) == 11:  # step 6's first micro-batch: same loss, gradients far past fp16's range
+                loss = loss + 1e4 * (input - input.detach()).sum()
+        return loss
+
+    monkeypatch.setattr(train.F, "cross_entropy", overflow_in_step_6)
+    base = dict(
+        train_data_dir=data, model_name="tiny", block_size=32, batch_size=4, micro_batch_size=2, max_iters=8, save_interval=4,
+        eval_interval=8, eval_iters=1, lr_decay_iters=20, max_bad_steps=1, accelerator="cpu", precision="16-mixed",
+    )  # fmt: skip
+    pretrain(TrainConfig(out_dir=tmp_path / "straight", **base))  # max_bad_steps=1: an overflow is not a bad step
+    metrics = {int(r["step"]): r for r in rows(tmp_path / "straight") if r["loss"]}
+    scale = {step: float(r["loss_scale"]) for step, r in metrics.items()}
+    assert [step for step, r in metrics.items() if r["skipped"] == "1"] == [6]
+    assert scale[1] == 65536 and scale[3] == 2 * scale[1] and scale[5] == 4 * scale[1]  # doubled every 2 steps without overflow
+    assert scale[7] == scale[6] / 2  # halved by the overflow
+    # Resume from step 4's checkpoint: the loss scale comes back with it, and every loss is the same.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(checkpoint.checkpoint_dir(tmp_path / "straight", 4), checkpoint.checkpoint_dir(resumed, 4))
+    pretrain(TrainConfig(out_dir=resumed, **base))
+    again = {int(r["step"]): r for r in rows(resumed) if r["loss"]}
+    assert sorted(again) == [5, 6, 7, 8]
+    assert all(again[s]["loss"] == metrics[s]["loss"] and again[s]["loss_scale"] == metrics[s]["loss_scale"] for s in again)
+
+
+def test_micro_batch_auto_fits_the_memory_plan_keeps_the_global_batch_and_is_reused_on_resume(prepared, tmp_path, monkeypatch, capsys):
+    import pajama.train as train
+    from pajama.memory import estimate
+    from pajama.model_config import preset
+
+    data, _ = prepared
+    config = preset("tiny").replace(vocab_size=512, block_size=32)
+    weights = 4 * config.num_parameters()
+    between_3_and_4 = (estimate(config, 1, 3, 32, "single", False, "32-true")["total"] + estimate(config, 1, 4, 32, "single", False, "32-true")["total"]) / 2
+    monkeypatch.setattr(train, "available_memory", lambda: (between_3_and_4 - weights) / train.CPU_MEMORY_SHARE)
+    base = dict(train_data_dir=data, model_name="tiny", out_dir=tmp_path / "run", block_size=32, batch_size=8, micro_batch_size="auto", eval_iters=1, accelerator="cpu", precision="32-true")
+    pretrain(TrainConfig(max_iters=2, **base))
+    out = capsys.readouterr().out
+    assert "micro-batch 2 (auto: 3 fit, memory plan within" in out  # 3 fit; 2 divides the batch of 8
+    assert "1 device(s) x 2 sequences x 4 accumulation = 8 sequences" in out
+    meta = checkpoint.read_meta(tmp_path / "run")
+    assert meta["train"]["micro_batch_size"] == 2 and meta["train"]["batch_size"] == 8
+    monkeypatch.setattr(train, "available_memory", lambda: 100 * weights)  # more room now: the run keeps its micro-batch
+    pretrain(TrainConfig(max_iters=3, **base))
+    assert "micro-batch 2 (auto), as the run began" in capsys.readouterr().out

@@ -32,6 +32,7 @@ of it to a file.
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import datetime
 import functools
@@ -39,10 +40,12 @@ import gzip
 import importlib
 import inspect
 import io
+import itertools
 import json
 import multiprocessing as mp
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -175,28 +178,35 @@ def load_texts(root: Path) -> list[str]:
 # -- (a) the ceiling ---------------------------------------------------------------------------
 
 
-def _encode_share(model: str, texts: list[str], split: bool, barrier, results) -> None:
+def _encode_share(model: str, texts: list[str], barrier, results) -> None:
     tok = Tokenizer(model)
-    if split:
-        texts = [p for t in texts for p in tok.split(t)]
     barrier.wait()
     start = time.perf_counter()
     n = sum(len(ids) for ids in tok.processor.encode(texts, return_type="numpy"))
     results.put((time.perf_counter() - start, n))
 
 
+def contiguous_shares(items: list[str], parts: int) -> list[list[str]]:
+    """``items`` cut, in order, into ``parts`` runs of about equal length."""
+    ends = list(itertools.accumulate(map(len, items)))
+    cuts = [bisect.bisect_left(ends, ends[-1] * k / parts) + 1 for k in range(1, parts)]
+    bounds = [0, *cuts, len(items)]
+    return [items[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
 def ceiling_processes(model: str, texts: list[str], cores: int, split: bool) -> tuple[float, int]:
-    """Every core encoding an equal share (by length) in its own process: (seconds, tokens)."""
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    shares: list[list[str]] = [[] for _ in range(cores)]
-    sizes = [0] * cores
-    for i in order:  # largest first, to the least loaded
-        k = sizes.index(min(sizes))
-        shares[k].append(texts[i])
-        sizes[k] += len(texts[i])
+    """Every core encoding an equal share in its own process: (seconds, tokens).
+
+    The shares keep the corpus order, as prepare reads it: the corpus repeats documents, and
+    SentencePiece encodes a copy that directly follows another about 20 % faster, so an order
+    that brings copies together (sorting by length does) would inflate the ceiling.
+    """
+    if split:
+        tok = Tokenizer(model)
+        texts = [p for t in texts for p in tok.split(t)]
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(cores), ctx.Queue()
-    procs = [ctx.Process(target=_encode_share, args=(model, s, split, barrier, results)) for s in shares]
+    procs = [ctx.Process(target=_encode_share, args=(model, s, barrier, results)) for s in contiguous_shares(texts, cores)]
     for p in procs:
         p.start()
     out = [results.get() for _ in procs]
@@ -271,12 +281,27 @@ def peak_rss_mb(root: Path, model: str, destination: Path, what: str) -> float:
     return int(out.split("RSS")[-1]) / 1024  # kB -> MB
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds the whole machine has been busy, CPU seconds of this process and its
+    finished children): their difference over a run is the work of other processes."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    own = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK"), sum(r.ru_utime + r.ru_stime for r in own)
+
+
 def best_of(repeat: int, name: str, measure) -> dict:
-    """Best of ``repeat`` runs of ``measure`` (a busy machine only ever slows a run down), printed as a row."""
-    runs = [measure() for _ in range(repeat)]
+    """Best of ``repeat`` runs of ``measure`` (a busy machine only ever slows a run down), printed
+    as a row with the cores other processes kept busy during each run."""
+    runs, others = [], []
+    for _ in range(repeat):
+        busy, own = cpu_seconds()
+        runs.append(measure())
+        busy_after, own_after = cpu_seconds()
+        others.append(max(0.0, (busy_after - busy) - (own_after - own)) / runs[-1][0])
     seconds, tokens = min(runs)
-    print(f"  {name:<55} {seconds:7.1f} s {tokens / 1e6:8.1f} M tokens {tokens / seconds / 1e6:7.2f} M tok/s  (runs: {', '.join(f'{t:.1f}' for t, _ in runs)} s)", flush=True)
-    return {"what": name, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds, "runs_s": [t for t, _ in runs]}
+    print(f"  {name:<55} {seconds:7.1f} s {tokens / 1e6:8.1f} M tokens {tokens / seconds / 1e6:7.2f} M tok/s  (runs: {', '.join(f'{t:.1f}' for t, _ in runs)} s; other processes: {', '.join(f'{o:.2f}' for o in others)} cores)", flush=True)
+    return {"what": name, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds, "runs_s": [t for t, _ in runs], "other_processes_cores": others}
 
 
 def measure_case(name: str, args: argparse.Namespace, cores: int) -> dict:

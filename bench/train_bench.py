@@ -104,18 +104,18 @@ def pretrain_process(data_dir: Path, out_dir: Path, args, precision: str | None,
         "--accelerator", "cpu", "--resume", "none", "--warmup_iters", "1",
     ] + (["--precision", precision] if precision else [])  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, check=True)
-    chosen = re.search(r"^precision (\S+)", result.stdout, re.M)[1]
+    chosen = re.search(r"^precision ([\w-]+)", result.stdout, re.M)[1]
     with open(out_dir / "metrics.csv", newline="") as f:
         times = [float(r["step_time"]) for r in csv.DictReader(f) if r["step_time"]]
     return args.micro_batch_size * args.accumulation * args.block_size / statistics.median(times[2:]), chosen
 
 
 def precision_choice(data_dir: Path, root: Path, args) -> None:
-    for label, env in (("this CPU", {}), ("capped at AVX2 (bf16 emulated)", AVX2_ONLY)):
+    for run, (label, env) in enumerate((("this CPU", {}), ("capped at AVX2 (bf16 emulated)", AVX2_ONLY))):
         print(f"\n-- precision choice, {label}: {args.precision_steps} steps each, tokens/s")
         rates: dict[str, float] = {}
         for precision in (None, "32-true", "bf16-mixed"):
-            rate, chosen = pretrain_process(data_dir, root / "choice", args, precision, env)
+            rate, chosen = pretrain_process(data_dir, root / f"choice-{run}-{precision}", args, precision, env)
             name = f"default ({chosen})" if precision is None else precision
             rates[name] = rate
             print(f"  {name:<24}{rate:10,.0f}")

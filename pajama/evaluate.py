@@ -93,7 +93,7 @@ def evaluate(
     if too_short:
         print(f"note: skipping {', '.join(too_short)}: fewer than {block} tokens")
 
-    choice = choose_precision(precision, device.type, config, tokens=micro_batch_size * seq)
+    choice = choose_precision(precision, device.type, config, tokens=micro_batch_size * seq, backward=False)
     print(choice.reason + (f"\nwarning: {choice.warning}" if choice.warning else ""), file=sys.stderr)
     compute_dtype = inference_dtype(choice.precision)
     sums = {n: 0.0 for n in names}

@@ -112,7 +112,7 @@ def generate(
     device = torch.device("cuda" if accelerator in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     tokenizer = Tokenizer(tokenizer_path)
     model, meta = load_model(checkpoint, device)
-    choice = choose_precision(precision, device.type, model.config, tokens=1)  # decoding: one token at a time
+    choice = choose_precision(precision, device.type, model.config, tokens=1, backward=False)  # decoding: one token at a time
     print(choice.reason + (f"\nwarning: {choice.warning}" if choice.warning else ""), file=sys.stderr)
     model = model.to(inference_dtype(choice.precision))
     if meta.get("tokenizer_sha256") not in (None, tokenizer.sha256):

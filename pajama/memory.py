@@ -30,6 +30,7 @@ from pajama.model_config import ModelConfig
 GB = 2**30
 
 
+PRECISIONS = ("bf16-mixed", "bf16-true", "16-mixed", "32-true")  # what pajama trains in
 MIXED = ("bf16-mixed", "16-mixed")
 
 

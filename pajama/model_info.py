@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pajama.memory import format_plan
+from pajama import PajamaError
+from pajama.memory import PRECISIONS, format_plan
 from pajama.model_config import PRESETS, preset
 
 
@@ -14,6 +15,7 @@ def model(
     block_size: int | None = None,
     strategy: str = "auto",
     activation_checkpointing: bool | None = None,
+    precision: str = "bf16-mixed",
 ) -> None:
     """Show a model preset's shape and exact parameter count (no weights are allocated).
 
@@ -29,7 +31,10 @@ def model(
         block_size: sequence length (default: the preset's context).
         strategy: auto (fsdp for more than one device), fsdp, ddp or single.
         activation_checkpointing: plan with (true) or without (false) activation checkpointing (default: show both).
+        precision: the planned run's precision: bf16-mixed, 16-mixed, bf16-true or 32-true.
     """
+    if precision not in PRECISIONS:
+        raise PajamaError(f"--precision must be {', '.join(PRECISIONS)}, got {precision!r}")
     if name is None:
         for config in PRESETS.values():
             print(f"{config.name:<8}{config.num_parameters():>17,}  ({config.n_layer} layers, d {config.n_embd}, {config.n_head} heads)")
@@ -46,10 +51,10 @@ def model(
     print(f"  context         {config.block_size}")
     print(f"  norm eps        {config.norm_eps}")
     print(f"  train FLOPs/tok {config.flops_per_token(config.block_size):,} (6N + 12LdT, N without the embedding table, with lm_head)")
-    planned = devices > 1 or num_nodes > 1 or block_size is not None or strategy != "auto" or activation_checkpointing is not None
+    planned = devices > 1 or num_nodes > 1 or block_size is not None or strategy != "auto" or activation_checkpointing is not None or precision != "bf16-mixed"
     if micro_batch_size is None and planned:
         micro_batch_size = 1
     if micro_batch_size:
         world = devices * num_nodes
         chosen = strategy if strategy != "auto" else ("fsdp" if world > 1 else "single")
-        print(format_plan(config, world, micro_batch_size, block_size or config.block_size, chosen, activation_checkpointing))
+        print(format_plan(config, world, micro_batch_size, block_size or config.block_size, chosen, activation_checkpointing, precision))

@@ -22,9 +22,8 @@ import torch.nn.functional as F
 
 from pajama import PajamaError
 from pajama.hardware import cpu_info, emulated_isa
+from pajama.memory import PRECISIONS
 from pajama.model_config import ModelConfig
-
-PRECISIONS = ("bf16-mixed", "bf16-true", "16-mixed", "32-true")
 # bf16 matmuls must beat fp32 by this much before bf16-mixed wins a whole training step:
 # autocast casts activations per layer and RMSNorm, rotary and the loss stay in fp32.
 BF16_MARGIN = 1.25
@@ -55,9 +54,10 @@ class PrecisionChoice:
     warning: str | None = None  # set when an explicit choice is much slower here
 
 
-def choose_precision(requested: str | None, device_type: str, model: ModelConfig, tokens: int) -> PrecisionChoice:
+def choose_precision(requested: str | None, device_type: str, model: ModelConfig, tokens: int, backward: bool = True) -> PrecisionChoice:
     """The precision of a run on ``device_type`` (cpu, cuda, mps) for ``model`` with ``tokens``
-    tokens per micro-batch; ``requested`` (the --precision flag) wins when given."""
+    tokens per micro-batch, training (``backward``) or only running the model forward;
+    ``requested`` (the --precision flag) wins when given."""
     if requested is not None and requested not in PRECISIONS:
         raise PajamaError(f"--precision must be {', '.join(PRECISIONS)}, got {requested!r}")
     if device_type == "cuda":
@@ -71,7 +71,7 @@ def choose_precision(requested: str | None, device_type: str, model: ModelConfig
     if device_type != "cpu":
         chosen = requested or "bf16-mixed"
         return PrecisionChoice(chosen, f"precision {chosen}" + (" (--precision)" if requested else f" on {device_type}"))
-    rates = probe_cpu(model, tokens)
+    rates = probe_cpu(model, tokens, backward)
     return cpu_choice(requested, rates, cpu_info().describe() + (f", {emulated_isa()}" if emulated_isa() else ""))
 
 
@@ -97,36 +97,41 @@ def cpu_choice(requested: str | None, rates: MatmulRates, cpu: str) -> Precision
     return PrecisionChoice(requested, f"precision {requested} (--precision): {speed}", warning)
 
 
-def probe_cpu(model: ModelConfig, tokens: int, seconds_per_shape: float = 0.02) -> MatmulRates:
+def probe_cpu(model: ModelConfig, tokens: int, backward: bool = True, seconds_per_product: float = 0.01) -> MatmulRates:
     """Time the model's linear layers (attention, MLP, output head) on ``tokens`` rows, in fp32
-    and bf16, on as many threads as training will use. Under a second even where bf16 is emulated."""
+    and bf16, forward and (``backward``) both gradient products, on as many threads as training
+    will use. Under a second even where bf16 is emulated."""
     rows = max(1, min(tokens, PROBE_ROWS))
     d, h, v = (min(x, PROBE_DIM_CAP) for x in (model.n_embd, model.intermediate_size, model.vocab_size))
     # A small square first: an emulated bf16 shows at once, and the large shapes need not be run.
-    fp32, bf16 = (_rate([(256, 512, 512)], dtype, seconds_per_shape) for dtype in (torch.float32, torch.bfloat16))
+    fp32, bf16 = (_rate([(256, 512, 512)], dtype, backward, seconds_per_product) for dtype in (torch.float32, torch.bfloat16))
     if bf16 < EMULATED_RATIO * fp32:
         return MatmulRates(fp32, bf16)
     shapes = [(rows, d, d), (rows, d, h), (rows, h, d), (rows, d, v)]
-    return MatmulRates(*(_rate(shapes, dtype, seconds_per_shape) for dtype in (torch.float32, torch.bfloat16)))
+    return MatmulRates(*(_rate(shapes, dtype, backward, seconds_per_product) for dtype in (torch.float32, torch.bfloat16)))
 
 
-def _rate(shapes: list[tuple[int, int, int]], dtype: torch.dtype, seconds_per_shape: float) -> float:
-    """FLOP/s over ``shapes`` (m, k, n), weighted as a training step weighs them (by FLOPs).
-    Each shape counts its fastest repetition: another process on the machine only slows some."""
+def _rate(shapes: list[tuple[int, int, int]], dtype: torch.dtype, backward: bool, seconds_per_product: float) -> float:
+    """FLOP/s over the products of linear layers of ``shapes`` (m rows, k in, n out), weighted
+    as a step weighs them (by FLOPs). Each product counts its fastest repetition: another
+    process on the machine only slows some."""
     flops = elapsed = 0.0
     generator = torch.Generator().manual_seed(0)
     for m, k, n in shapes:
-        # As nn.Linear computes: weight (n, k), transposed in the kernel. CPUs' bf16 kernels for
-        # a few rows can be far slower than for many, so the layout and row count matter.
         x = torch.randn(m, k, generator=generator).to(dtype)
-        weight = torch.randn(n, k, generator=generator).to(dtype)
-        for _ in range(2):  # warm-up: kernel selection and JIT, caches
-            F.linear(x, weight)
-        best, start = float("inf"), time.perf_counter()
-        while best == float("inf") or time.perf_counter() - start < seconds_per_shape:
-            t = time.perf_counter()
-            F.linear(x, weight)
-            best = min(best, time.perf_counter() - t)
-        elapsed += best
-        flops += 2 * m * k * n
+        weight = torch.randn(n, k, generator=generator).to(dtype)  # nn.Linear's layout
+        grad = torch.randn(m, n, generator=generator).to(dtype)
+        # Each layout has its own kernel, and CPUs without native bf16 can be fast at one and
+        # 20x slower at another (the input gradient, seen on AVX2), so time all three.
+        products = [lambda: F.linear(x, weight)] + ([lambda: grad @ weight, lambda: grad.t() @ x] if backward else [])
+        for product in products:
+            for _ in range(2):  # warm-up: kernel selection and JIT, caches
+                product()
+            best, start = float("inf"), time.perf_counter()
+            while best == float("inf") or time.perf_counter() - start < seconds_per_product:
+                t = time.perf_counter()
+                product()
+                best = min(best, time.perf_counter() - t)
+            elapsed += best
+            flops += 2 * m * k * n
     return flops / elapsed

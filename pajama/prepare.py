@@ -311,6 +311,9 @@ def _run_units(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_
                 if p.is_alive():
                     p.terminate()
                     p.join()
+        # Units nobody took (after an error) may still be on their way into the queue's
+        # pipe, which nobody reads now: drop them, or exiting would wait for them for ever.
+        tasks.cancel_join_thread()
         tasks.close()
         results.close()
         bar.close()

@@ -67,7 +67,7 @@ def time_steps(config: ModelConfig, precision: str, accelerator: str, steps: int
 def quickstart(
     out_dir: Path = Path("out/quickstart"),
     model_name: str = "small",
-    minutes: float = 5.0,
+    minutes: float = 6.0,
     max_iters: int | None = None,
     accelerator: str = "cpu",
     precision: str | None = None,

@@ -31,7 +31,7 @@ from pajama.loader import MixtureSampler, PreparedData, load_prepared, mixture, 
 from pajama.metrics import MetricsLog, peak_flops, peak_memory_gb
 from pajama.model import LLaMA
 from pajama.model_config import ModelConfig, preset
-from pajama.precision import PRECISIONS, choose_precision
+from pajama.precision import choose_precision
 from pajama.progress import progress_bar
 from pajama.sources import LLAMA_WEIGHTS
 
@@ -166,8 +166,8 @@ def _validate(config: TrainConfig) -> None:
         raise PajamaError(f"--block_size must be >= 1, got {config.block_size}")
     if config.peak_tflops is not None and not config.peak_tflops > 0:
         raise PajamaError(f"--peak_tflops must be positive, got {config.peak_tflops}")
-    if config.precision not in (None, *PRECISIONS):
-        raise PajamaError(f"--precision must be {', '.join(PRECISIONS)}, got {config.precision!r}")
+    if config.precision not in (None, *memory.PRECISIONS):
+        raise PajamaError(f"--precision must be {', '.join(memory.PRECISIONS)}, got {config.precision!r}")
     if config.accelerator not in ("auto", "cpu", "cuda", "gpu", "mps"):
         raise PajamaError(f"--accelerator must be auto, cpu, cuda or mps, got {config.accelerator!r}")
     if config.accelerator in ("cuda", "gpu") and not torch.cuda.is_available():
@@ -584,7 +584,7 @@ def _local(p: torch.Tensor) -> torch.Tensor:
 
 def _check_same_precision(fabric, precision: str) -> None:
     """Processes that measured this CPU each chose a precision: they must have chosen the same."""
-    code = torch.tensor(float(PRECISIONS.index(precision)), device=fabric.device)
+    code = torch.tensor(float(memory.PRECISIONS.index(precision)), device=fabric.device)
     if fabric.all_reduce(code, reduce_op="max") != fabric.all_reduce(code, reduce_op="min"):
         raise PajamaError("the processes of this run chose different precisions (a CPU measured at the margin); give --precision")
 

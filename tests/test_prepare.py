@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -24,6 +25,7 @@ from pajama.chunks import ChunkWriter, open_chunk, read_header
 from pajama.data import inspect, verify
 from pajama.prepare import prepare
 from pajama.sources import SAMPLE_FILES
+from pajama.tokenizer import Tokenizer
 
 CC = "en_head_0000.json.gz.dedup.classifier.jsonl.zst"
 
@@ -167,6 +169,20 @@ def test_chunk_header_round_trip(tmp_path):
 def test_two_workers_write_the_same_bytes_as_one(prepared, corpus, tokenizer_model, tmp_path):
     run(corpus, tokenizer_model, tmp_path / "two", num_workers=2)
     assert tree(tmp_path / "two") == tree(prepared)
+
+
+def test_a_worker_process_gets_the_tokenizer_by_path_and_checks_it_by_hash(tokenizer_model, tmp_path):
+    path = tmp_path / "tokenizer.model"
+    shutil.copy(tokenizer_model, path)
+    tokenizer = Tokenizer(path)
+    sent = pickle.dumps(tokenizer)
+    assert len(sent) < len(tokenizer.model_bytes) // 10  # the model's bytes are read again, not sent
+    copy = pickle.loads(sent)
+    assert (copy.sha256, copy.splittable, copy.bos_id, copy.eos_id) == (tokenizer.sha256, tokenizer.splittable, tokenizer.bos_id, tokenizer.eos_id)
+    assert copy.encode("Return the sum of a and b.") == tokenizer.encode("Return the sum of a and b.")
+    path.write_bytes(path.read_bytes() + b"\n")
+    with pytest.raises(PajamaError, match="changed while in use"):
+        pickle.loads(sent)
 
 
 def test_two_nodes_together_write_the_same_bytes_as_one(prepared, corpus, tokenizer_model, tmp_path, capsys):
@@ -375,6 +391,16 @@ def test_strict_stops_at_the_first_bad_line(bad_corpus, tokenizer_model, tmp_pat
     with pytest.raises(PajamaError) as e:
         run(bad_corpus, tokenizer_model, tmp_path / "e", subsets=["github"], strict=True)
     assert str(e.value).startswith(f"{bad_corpus / 'github' / 'empty.jsonl'}: empty file")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_run_stopped_with_many_units_left_exits_at_once(tmp_path, tokenizer_model, stdlib_texts, jsonl, workers):
+    # The units not taken yet are more than a pipe holds (a thousand): exiting must not wait for them.
+    jsonl(tmp_path / "src" / "c4" / "part.jsonl", [b'{"text": broken'] + stdlib_texts * 6)
+    code = f"from pajama.prepare import prepare\nprepare({str(tmp_path / 'src')!r}, {str(tokenizer_model)!r}, {str(tmp_path / 'out')!r}, unit_mb=0.002, strict=True, num_workers={workers})"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "PajamaError" in result.stderr and ":1: not valid JSON" in result.stderr
+    assert int(re.search(r"in (\d+) units", result.stdout)[1]) > 1000
 
 
 def test_missing_inputs_are_one_line_errors_naming_the_path(corpus, tokenizer_model, tmp_path, jsonl):

@@ -53,6 +53,13 @@ def test_encode_batches_frames_each_text(tokenizer, stdlib_texts):
     assert list(tokenizer.encode_batches([], np.dtype(np.uint16))) == []
 
 
+def test_encode_batches_frames_empty_texts_and_texts_longer_than_a_batch(tokenizer, stdlib_texts):
+    texts = ["", stdlib_texts[0], "", "\n\n".join(stdlib_texts[:300]), "", stdlib_texts[1]]
+    expected = [i for t in texts for i in tokenizer.encode(t)]
+    for max_chars in (1, 1_000, 50_000, 10**9):
+        assert np.concatenate(list(tokenizer.encode_batches(texts, np.dtype(np.int32), max_chars=max_chars))).tolist() == expected
+
+
 def long_texts(stdlib_texts) -> list[str]:
     """Long real texts: module sources (code, deep indentation) and joined docstrings."""
     import collections, difflib, json as json_module, pathlib, textwrap  # noqa: E401

@@ -13,7 +13,7 @@ from pajama.loader import load_prepared
 from pajama.model_config import ModelConfig, preset
 from pajama.prepare import prepare
 from pajama.tokenizer import train_tokenizer
-from pajama.train import TrainConfig, pretrain
+from pajama.train import TrainConfig, device_type, pretrain
 
 SAMPLE = Path(__file__).parent / "sample"
 BLOCK_SIZE = 256
@@ -44,7 +44,7 @@ def time_steps(config: ModelConfig, precision: str, accelerator: str, steps: int
     from pajama.model import LLaMA
     from pajama.precision import inference_dtype
 
-    device = torch.device("cuda" if accelerator in ("cuda", "gpu", "auto") and torch.cuda.is_available() else "cpu")
+    device = torch.device(device_type(accelerator))
     model = LLaMA(config).to(device)
     model.init_weights(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -105,8 +105,7 @@ def quickstart(
         max_iters = checkpoint.read_meta(earlier[-1])["train"]["max_iters"]
     if max_iters is None:
         config = preset(model_name).replace(vocab_size=load_prepared(data_dir).vocab_size, block_size=BLOCK_SIZE)
-        device_type = "cuda" if accelerator in ("cuda", "gpu") else "cpu"
-        choice = choose_precision(precision, device_type, config, tokens=BATCH_SIZE * BLOCK_SIZE)
+        choice = choose_precision(precision, device_type(accelerator), config, tokens=BATCH_SIZE * BLOCK_SIZE)
         print(choice.reason)
         precision = choice.precision
         step_seconds = time_steps(config, precision, accelerator)

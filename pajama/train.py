@@ -195,7 +195,7 @@ def _parse_duration(text: str) -> float:
         raise PajamaError(f"--max_time {text!r}: expected seconds, HH:MM:SS or D-HH:MM:SS") from None
 
 
-def _device_type(accelerator: str) -> str:
+def device_type(accelerator: str) -> str:
     """The device kind ``--accelerator`` resolves to, as Fabric will pick it."""
     if accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available()):
         return "cuda"
@@ -213,12 +213,12 @@ def _choose_precision(config: TrainConfig) -> tuple[TrainConfig, list[str]]:
         earlier = checkpoint.read_meta(resuming)["train"].get("precision")
         if earlier:
             return replace(config, precision=earlier), [f"precision {earlier}, as the run began"]
-    device_type = _device_type(config.accelerator)
-    if device_type == "cpu":
+    device = device_type(config.accelerator)
+    if device == "cpu":
         torch.set_num_threads(_cpu_threads(config.devices))  # probe on the threads training will use
     model_config = _model_config(config, load_prepared(config.train_data_dir), resuming)
     micro = config.micro_batch_size if config.micro_batch_size != "auto" else 8
-    choice = choose_precision(config.precision, device_type, model_config, tokens=micro * model_config.block_size)
+    choice = choose_precision(config.precision, device, model_config, tokens=micro * model_config.block_size)
     return replace(config, precision=choice.precision), [choice.reason] + ([f"warning: {choice.warning}"] if choice.warning else [])
 
 
@@ -260,7 +260,9 @@ def _fabric(config: TrainConfig):
         # FSDP each rank holds a shard of the gradients, so the overflow check is all-reduced.
         from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
-        device = "cpu" if _device_type(config.accelerator) == "cpu" else "cuda"
+        device = device_type(config.accelerator)
+        if strategy == "fsdp" and torch.__version__ < "2.5":
+            raise PajamaError(f"--precision 16-mixed under FSDP needs torch >= 2.5 (loss scaling of sharded gradients); this is {torch.__version__}: use --strategy ddp, or upgrade torch")
         scaler_class = ShardedGradScaler if strategy == "fsdp" else torch.amp.GradScaler
         scaler = scaler_class(device=device, growth_interval=LOSS_SCALE_GROWTH_INTERVAL)
         plugins, precision = [MixedPrecision("16-mixed", device=device, scaler=scaler)], None
@@ -347,7 +349,8 @@ def _run(fabric, config: TrainConfig, started: float, notes: list[str]) -> None:
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.learning_rate,
         betas=(config.beta1, config.beta2),
-        fused=fabric.device.type == "cuda",
+        # Fused AdamW unscales fp16 gradients itself, which Fabric's clipping cannot work with.
+        fused=fabric.device.type == "cuda" and config.precision != "16-mixed",
     )
     optimizer = fabric.setup_optimizers(optimizer)
     config = _choose_micro_batch(fabric, config, model, model_config, resuming)
@@ -429,10 +432,11 @@ def _run(fabric, config: TrainConfig, started: float, notes: list[str]) -> None:
         finite = bool(torch.isfinite(loss_avg)) and bool(torch.isfinite(grad_norm))
         # Under fp16, gradients that overflow at this loss scale are the scaler's to handle: it
         # skips the update and lowers the scale. Not a bad step: the model is fine.
-        overflow = scaler is not None and not finite and bool(torch.isfinite(loss_avg))
+        # Once the scale has collapsed below 1, overflowing gradients are the model's fault.
         loss_scale = scaler.get_scale() if scaler is not None else None
-        if finite or overflow:
-            optimizer.step()  # with a scaler: unscaled gradients, skipped on overflow, scale updated
+        overflow = scaler is not None and not finite and bool(torch.isfinite(loss_avg)) and loss_scale >= 1
+        if finite or scaler is not None:
+            optimizer.step()  # with a scaler: skipped on non-finite gradients, and the scale updated
         if finite:
             bad_steps = 0
         elif overflow:
@@ -538,7 +542,9 @@ def _choose_micro_batch(fabric, config: TrainConfig, model, model_config: ModelC
     if fabric.device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(fabric.device)
         start = max(1, min(limit, 2 * plan(free + torch.cuda.memory_allocated(fabric.device), limit=limit)))  # the plan is a guide here
+        start = int(fabric.all_reduce(torch.tensor(start, device=fabric.device), reduce_op="min"))  # the same tries on every rank
         largest = memory.largest_that_fits(_halvings(start), functools.partial(_runs, fabric, model, model_config))
+        torch.cuda.reset_peak_memory_stats(fabric.device)  # the tries are not the run
         how = f"tried on {torch.cuda.get_device_name(fabric.device)}"
     else:
         # The weights are already allocated, and counted by the plan: add them back to what is free.
@@ -563,13 +569,18 @@ def _halvings(start: int) -> list[int]:
 
 def _runs(fabric, model, model_config: ModelConfig, micro: int) -> bool:
     """Whether a forward and backward pass of ``micro`` sequences fits in GPU memory, with room
-    held back for AdamW's two moments (allocated at the first step). All ranks agree."""
+    held back for AdamW's two moments (allocated at the first step). All ranks agree. Without
+    gradient synchronisation: no collective is left pending when a try runs out of memory in the
+    backward pass, and unreduced gradients are what accumulation steps hold anyway. A rank that
+    runs out of memory while the others do not can still leave them waiting in a collective:
+    ranks are alike, so they fail alike."""
     ok = True
     try:
         reserve = torch.empty(2 * sum(_local(p).numel() for p in model.parameters()), device=fabric.device)
         tokens = torch.zeros(micro, model_config.block_size + 1, dtype=torch.long, device=fabric.device)
-        logits = model(tokens[:, :-1])
-        fabric.backward(F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten()))
+        with fabric.no_backward_sync(model):
+            logits = model(tokens[:, :-1])
+            fabric.backward(F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten()))
     except torch.cuda.OutOfMemoryError:
         ok = False
     reserve = tokens = logits = None  # noqa: F841 (freed before the next try)

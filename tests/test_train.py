@@ -446,3 +446,45 @@ def test_micro_batch_auto_fits_the_memory_plan_keeps_the_global_batch_and_is_reu
     monkeypatch.setattr(train, "available_memory", lambda: 100 * weights)  # more room now: the run keeps its micro-batch
     pretrain(TrainConfig(max_iters=3, **base))
     assert "micro-batch 2 (auto), as the run began" in capsys.readouterr().out
+
+
+def test_fp16_under_two_process_fsdp_matches_one_process(prepared, tmp_path):
+    # FSDP2 shards the gradients: the loss scaler's overflow check must be all-reduced, and the
+    # blocks are gathered in fp16. The losses match a one-process fp16 run.
+    data, _ = prepared
+    common = ["pretrain", "--train_data_dir", data, *SMALL, "--max_iters", "4", "--save_interval", "4", "--eval_interval", "4", "--precision", "16-mixed"]
+    pajama(*common, "--out_dir", tmp_path / "one")
+    result = pajama(*common, "--devices", "2", "--strategy", "fsdp", "--out_dir", tmp_path / "fsdp")
+    assert "precision 16-mixed" in result.stdout
+    one, two = rows(tmp_path / "one"), rows(tmp_path / "fsdp")
+    assert [r["loss_scale"] for r in one if r["loss"]] == [r["loss_scale"] for r in two if r["loss"]] == ["65536.0"] * 4
+    for a, b in zip(one, two):
+        if a["loss"]:
+            assert math.isclose(float(a["loss"]), float(b["loss"]), rel_tol=1e-4), (a["step"], a["loss"], b["loss"])
+
+
+def test_fp16_a_nonfinite_loss_is_a_bad_step_and_training_goes_on(prepared, tmp_path, monkeypatch):
+    import pajama.train as train
+
+    data, _ = prepared
+    real_cross_entropy = torch.nn.functional.cross_entropy
+    calls = []
+
+    def nan_in_step_2(input, target, **kwargs):
+        loss = real_cross_entropy(input, target, **kwargs)
+        if torch.is_grad_enabled():
+            calls.append(1)
+            if len(calls) == 3:  # step 2's first micro-batch: what an fp16 forward overflow gives
+                loss = loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(train.F, "cross_entropy", nan_in_step_2)
+    out = tmp_path / "run"
+    pretrain(TrainConfig(
+        train_data_dir=data, model_name="tiny", out_dir=out, block_size=32, batch_size=4, micro_batch_size=2, max_iters=4,
+        eval_interval=4, eval_iters=1, max_bad_steps=2, accelerator="cpu", precision="16-mixed",
+    ))  # fmt: skip
+    metrics = {int(r["step"]): r for r in rows(out) if r["loss"]}
+    assert [step for step, r in metrics.items() if r["skipped"] == "1"] == [2]
+    assert float(metrics[3]["loss_scale"]) == float(metrics[2]["loss_scale"]) / 2  # the scaler saw it too
+    assert checkpoint.read_meta(out)["step"] == 4

@@ -20,10 +20,10 @@ For each corpus it reports:
 and once (e) the peak memory of a worker on one large ``.jsonl.zst``, for two file sizes.
 
 Rates are tokens of text per second (BOS/EOS excluded), so every line counts the same work.
-A busy machine makes absolute figures meaningless: compare the ratios, measured in one run
-(the load average before and after is printed). The output starts with the machine: the CPU's
-model and features, and any instruction-set cap set in the environment; ``--json`` writes all
-of it to a file.
+A busy machine makes absolute figures meaningless: compare the ratios, measured in one run.
+Each row gives the cores other processes kept busy while it ran (and the load average is
+printed before and after). The output starts with the machine: the CPU's model and features,
+and any instruction-set cap set in the environment; ``--json`` writes all of it to a file.
 
     python bench/prepare_bench.py [--size_mb 150] [--cases redpajama mid] [--json out.json]
         [--workdir /tmp/pajama-prepare-bench] [--tokenizer_path M]

@@ -113,12 +113,21 @@ def share_units(units: list[Unit], num_nodes: int, node_rank: int) -> list[Unit]
 # -- one unit ----------------------------------------------------------------------------
 
 
-def prepare_unit(unit: Unit, destination: Path, chunk_size: int, strict: bool, tokenizer: Tokenizer, report: Callable[[int, int], None] | None = None) -> dict:
+def prepare_unit(
+    unit: Unit,
+    destination: Path,
+    chunk_size: int,
+    strict: bool,
+    tokenizer: Tokenizer,
+    report: Callable[[int, int], None] | None = None,
+    threads: Callable[[], int] = lambda: 1,
+) -> dict:
     """Tokenize one unit into its chunk files, then write its record; returns the record.
 
     A file that cannot be read to its end keeps every document before the damage; the record
     names the error (with ``strict`` it raises instead, as does the first bad line).
-    ``report(bytes, tokens)`` is called as the work advances.
+    ``report(bytes, tokens)`` is called as the work advances; ``threads()`` says how many
+    threads may encode the next batch.
     """
     dtype = dtype_for_vocab(tokenizer.vocab_size)
     writer = ChunkWriter(destination, unit.name, chunk_size, dtype, filler=tokenizer.eos_id)
@@ -131,7 +140,7 @@ def prepare_unit(unit: Unit, destination: Path, chunk_size: int, strict: bool, t
     def flush() -> None:
         nonlocal documents, tokens, reported, chars
         added = 0
-        for ids in tokenizer.encode_batches(texts, dtype):
+        for ids in tokenizer.encode_batches(texts, dtype, num_threads=threads()):
             writer.add(ids)
             added += len(ids)
         documents += len(texts)
@@ -193,7 +202,13 @@ def _remove_stale_chunks(destination: Path, unit: str, count: int) -> None:
 # -- worker processes ----------------------------------------------------------------------
 
 
-def _helper(tokenizer: Tokenizer, destination: Path, chunk_size: int, strict: bool, tasks, results) -> None:
+def _free_cores(idle, workers: int) -> int:
+    """Threads a process that is still at work may encode with: its own core and its share of
+    the cores of the ``idle`` ones (a shared count), which have no unit left to take."""
+    return workers // (workers - idle.value)
+
+
+def _helper(tokenizer: Tokenizer, destination: Path, chunk_size: int, strict: bool, tasks, results, idle, workers: int) -> None:
     """A helper process: prepare units from ``tasks`` until ``None``, reporting to ``results``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what an interrupt does
     _exit_with_parent()
@@ -202,8 +217,10 @@ def _helper(tokenizer: Tokenizer, destination: Path, chunk_size: int, strict: bo
         while (unit := tasks.get()) is not None:
             unit_name = unit.name
             results.put(("start", os.getpid(), unit_name))
-            prepare_unit(unit, destination, chunk_size, strict, tokenizer, lambda b, t: results.put(("progress", b, t)))
+            prepare_unit(unit, destination, chunk_size, strict, tokenizer, lambda b, t: results.put(("progress", b, t)), lambda: _free_cores(idle, workers))
             results.put(("done", os.getpid(), unit_name))
+        with idle.get_lock():
+            idle.value += 1
     except PajamaError as e:
         results.put(("error", os.getpid(), str(e)))
     except OSError as e:  # disk full, an I/O error: name it, not a traceback
@@ -229,9 +246,10 @@ def _run_units(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_
     """Run the units with a progress bar; largest first, so the tail of the job stays parallel.
 
     This process prepares units itself, next to ``workers - 1`` helper processes that take
-    them from the same list: it is at work from the start, while the helpers start up, and
+    them from the same queue: it is at work from the start, while the helpers start up, and
     no core is left to a process that only waits for the others. Between two batches of its
-    own it takes in the helpers' progress and notices one that failed.
+    own it takes in the helpers' progress and notices one that failed. At the end, a process
+    with no unit left lends its core: the others encode their next batches with more threads.
     """
     todo = sorted(todo, key=lambda u: (-u.work, u.name))
     bar = progress_bar(total=sum(u.size for u in todo), unit="B", unit_scale=True, unit_divisor=1024, desc="prepare", smoothing=0.05, mininterval=1.0)
@@ -240,7 +258,8 @@ def _run_units(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_
     tasks, results = ctx.Queue(), ctx.Queue()
     for unit in todo + [None] * workers:  # sent by a thread of the queue: this process goes on
         tasks.put(unit)
-    helpers = [ctx.Process(target=_helper, args=(tokenizer, destination, chunk_size, strict, tasks, results), daemon=True) for _ in range(workers - 1)]
+    idle = ctx.Value("i", 0)  # processes with no unit left
+    helpers = [ctx.Process(target=_helper, args=(tokenizer, destination, chunk_size, strict, tasks, results, idle, workers), daemon=True) for _ in range(workers - 1)]
     running: dict[int, str] = {}  # helper pid -> its unit
 
     def advance(nbytes: int, ntokens: int, units: int = 0) -> None:
@@ -292,8 +311,10 @@ def _run_units(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_
         for p in helpers:
             p.start()
         while (unit := next_unit()) is not None:
-            prepare_unit(unit, destination, chunk_size, strict, tokenizer, report)
+            prepare_unit(unit, destination, chunk_size, strict, tokenizer, report, lambda: _free_cores(idle, workers))
             advance(0, 0, units=1)
+        with idle.get_lock():
+            idle.value += 1
         while finished < len(todo):
             stopped = all(p.exitcode is not None for p in helpers)
             poll(timeout=1.0)

@@ -21,7 +21,10 @@ SPACE = "\u2581"  # how SentencePiece writes a space
 # faster than pieces of 2,000, the Python work for the extra pieces included.
 SPLIT_ABOVE = 512  # texts longer than this (characters) are encoded in pieces ...
 PIECE = 256  # ... of about this many characters
-BATCH_CHARS = 4_000_000  # characters encoded per call of encode_batches' output
+# Characters encoded per call of encode_batches' output: bounds memory, and is small enough
+# (about a tenth of a second of work) that a worker left alone at the end soon encodes on
+# the cores the others have freed.
+BATCH_CHARS = 1_000_000
 
 
 class Tokenizer:
@@ -105,8 +108,8 @@ class Tokenizer:
         """The ids of ``pieces`` back to back, with BOS and EOS inserted at ``at`` (piece
         boundaries, in order). They alternate, from an EOS if the first piece continues a
         document (``inside``), else from a BOS."""
-        # SentencePiece hands back arrays, not lists of Python ints (building those costs
-        # about a tenth of the encoding), and numpy frames them all at once.
+        # SentencePiece hands back arrays, not lists of Python ints (building those and
+        # reading them back cost about a tenth of the encoding), and numpy frames them at once.
         encoded = self.processor.encode(pieces, num_threads=num_threads, return_type="numpy")
         offsets = np.zeros(len(encoded) + 1, np.int64)
         np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), out=offsets[1:])

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,8 +24,8 @@ import zstandard
 from pajama import PajamaError
 from pajama.chunks import ChunkWriter, open_chunk, read_header
 from pajama.data import inspect, verify
-from pajama.prepare import prepare
-from pajama.sources import SAMPLE_FILES
+from pajama.prepare import _free_cores, plan_units, prepare, prepare_unit
+from pajama.sources import SAMPLE_FILES, find_source_files
 from pajama.tokenizer import Tokenizer
 
 CC = "en_head_0000.json.gz.dedup.classifier.jsonl.zst"
@@ -183,6 +184,16 @@ def test_a_worker_process_gets_the_tokenizer_by_path_and_checks_it_by_hash(token
     path.write_bytes(path.read_bytes() + b"\n")
     with pytest.raises(PajamaError, match="changed while in use"):
         pickle.loads(sent)
+
+
+def test_processes_still_at_work_encode_on_the_cores_of_those_with_no_unit_left(corpus, tokenizer, tmp_path):
+    cases = [(0, 1), (0, 2), (1, 2), (0, 64), (32, 64), (60, 64)]  # (idle, workers)
+    assert [_free_cores(SimpleNamespace(value=idle), workers) for idle, workers in cases] == [1, 1, 2, 1, 2, 16]
+    unit = next(u for u in plan_units(find_source_files(corpus), 1 << 30) if u.source.subset == "github")
+    for n in (1, 2):
+        (tmp_path / str(n) / "units").mkdir(parents=True)
+        prepare_unit(unit, tmp_path / str(n), 4096, False, tokenizer, threads=lambda n=n: n)
+    assert tree(tmp_path / "1") == tree(tmp_path / "2")
 
 
 def test_two_nodes_together_write_the_same_bytes_as_one(prepared, corpus, tokenizer_model, tmp_path, capsys):

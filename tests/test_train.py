@@ -390,23 +390,31 @@ def test_flag_mistakes_are_one_line_in_the_flags_own_names(capsys, argv, message
     assert exit.value.code == 2 and capsys.readouterr().err.strip() == message
 
 
+def change_training_loss(monkeypatch, on_call: int, change) -> None:
+    """Make the loss of the ``on_call``-th training micro-batch of this process ``change(loss, logits)``."""
+    import pajama.train as train
+
+    real_cross_entropy = torch.nn.functional.cross_entropy
+    calls = []
+
+    def cross_entropy(input, target, **kwargs):
+        loss = real_cross_entropy(input, target, **kwargs)
+        if torch.is_grad_enabled():
+            calls.append(1)
+            if len(calls) == on_call:
+                loss = change(loss, input)
+        return loss
+
+    monkeypatch.setattr(train.F, "cross_entropy", cross_entropy)
+
+
 def test_fp16_scales_the_loss_skips_an_overflow_and_resumes_exactly(prepared, tmp_path, monkeypatch):
     import pajama.train as train
 
     data, _ = prepared
     monkeypatch.setattr(train, "LOSS_SCALE_GROWTH_INTERVAL", 2)  # the scale doubles every 2 good steps
-    real_cross_entropy = torch.nn.functional.cross_entropy
-    calls = []
-
-    def overflow_in_step_6(input, target, **kwargs):
-        loss = real_cross_entropy(input, target, **kwargs)
-        if torch.is_grad_enabled():
-            calls.append(1)
-            if len(calls) == 11:  # step 6's first micro-batch: same loss, gradients far past fp16's range
-                loss = loss + 1e4 * (input - input.detach()).sum()
-        return loss
-
-    monkeypatch.setattr(train.F, "cross_entropy", overflow_in_step_6)
+    # Step 6's first micro-batch: the same loss, with gradients far past fp16's range.
+    change_training_loss(monkeypatch, 11, lambda loss, logits: loss + 1e4 * (logits - logits.detach()).sum())
     base = dict(
         train_data_dir=data, model_name="tiny", block_size=32, batch_size=4, micro_batch_size=2, max_iters=8, save_interval=4,
         eval_interval=8, eval_iters=1, lr_decay_iters=20, max_bad_steps=1, accelerator="cpu", precision="16-mixed",
@@ -464,21 +472,8 @@ def test_fp16_under_two_process_fsdp_matches_one_process(prepared, tmp_path):
 
 
 def test_fp16_a_nonfinite_loss_is_a_bad_step_and_training_goes_on(prepared, tmp_path, monkeypatch):
-    import pajama.train as train
-
     data, _ = prepared
-    real_cross_entropy = torch.nn.functional.cross_entropy
-    calls = []
-
-    def nan_in_step_2(input, target, **kwargs):
-        loss = real_cross_entropy(input, target, **kwargs)
-        if torch.is_grad_enabled():
-            calls.append(1)
-            if len(calls) == 3:  # step 2's first micro-batch: what an fp16 forward overflow gives
-                loss = loss * float("nan")
-        return loss
-
-    monkeypatch.setattr(train.F, "cross_entropy", nan_in_step_2)
+    change_training_loss(monkeypatch, 3, lambda loss, logits: loss * float("nan"))  # step 2: as an fp16 forward overflow gives
     out = tmp_path / "run"
     pretrain(TrainConfig(
         train_data_dir=data, model_name="tiny", out_dir=out, block_size=32, batch_size=4, micro_batch_size=2, max_iters=4,

@@ -37,7 +37,7 @@ from pajama.hardware import cpu_info, emulated_isa
 from pajama.loader import MixtureSampler, load_prepared, split_blocks
 from pajama.model import LLaMA
 from pajama.model_config import preset
-from pajama.precision import choose_precision, inference_dtype
+from pajama.precision import choose_precision, compute_dtype
 from pajama.prepare import prepare
 from pajama.quickstart import SAMPLE
 from pajama.tokenizer import train_tokenizer
@@ -71,7 +71,7 @@ def bare_loop(data_dir: Path, model_name: str, block_size: int, micro: int, accu
         start = time.perf_counter()
         for _ in range(accum):
             batch = torch.from_numpy(sampler.read(sampler.draw(micro)))
-            with torch.autocast("cpu", dtype=inference_dtype(precision), enabled=precision != "32-true"):
+            with torch.autocast("cpu", dtype=compute_dtype(precision), enabled=compute_dtype(precision) != torch.float32):
                 logits = model(batch[:, :-1])
             loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
             (loss / accum).backward()

@@ -22,7 +22,7 @@ from pajama import PajamaError
 from pajama.generate import load_model
 from pajama.loader import load_prepared
 from pajama.loader import mixture as mixture_weights
-from pajama.precision import choose_precision, inference_dtype
+from pajama.precision import choose_precision, compute_dtype
 from pajama.progress import progress_bar
 
 
@@ -95,7 +95,7 @@ def evaluate(
 
     choice = choose_precision(precision, device.type, config, tokens=micro_batch_size * seq, backward=False)
     print(choice.reason + (f"\nwarning: {choice.warning}" if choice.warning else ""), file=sys.stderr)
-    compute_dtype = inference_dtype(choice.precision)
+    dtype = compute_dtype(choice.precision)
     sums = {n: 0.0 for n in names}
     batches = [(n, start) for n in names for start in range(0, counts[n], micro_batch_size)]
     for name, start in progress_bar(iterable=batches, desc="evaluate", unit="batch", dynamic_ncols=True, leave=False):
@@ -104,7 +104,7 @@ def evaluate(
         if rows.max() >= config.vocab_size:
             raise PajamaError(f"{data.directory}: subset {name} holds token id {int(rows.max())}, outside the model's vocabulary of {config.vocab_size}")
         batch = torch.from_numpy(rows).to(device)
-        with torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             logits = model(batch[:, :-1])
         losses = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="none")
         sums[name] += float(losses.double().sum())

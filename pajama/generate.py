@@ -11,7 +11,7 @@ import torch
 
 from pajama import PajamaError, checkpoint
 from pajama.model import LLaMA, KVCache
-from pajama.precision import choose_precision, inference_dtype
+from pajama.precision import choose_precision, compute_dtype
 from pajama.tokenizer import Tokenizer
 
 
@@ -114,7 +114,7 @@ def generate(
     model, meta = load_model(checkpoint, device)
     choice = choose_precision(precision, device.type, model.config, tokens=1, backward=False)  # decoding: one token at a time
     print(choice.reason + (f"\nwarning: {choice.warning}" if choice.warning else ""), file=sys.stderr)
-    model = model.to(inference_dtype(choice.precision))
+    model = model.to(compute_dtype(choice.precision))
     if meta.get("tokenizer_sha256") not in (None, tokenizer.sha256):
         raise PajamaError(f"{tokenizer.path} is not the tokenizer this model was trained with (checksum differs)")
     if tokenizer.vocab_size > model.config.vocab_size:

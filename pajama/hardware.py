@@ -8,6 +8,7 @@ import platform
 import subprocess
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from pajama import usable_cpus
 
@@ -85,9 +86,10 @@ def available_memory() -> int | None:
     except OSError:
         pass
     try:  # cgroup v2: the limit minus what the group already uses
-        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
         if limit != "max":
-            found.append(int(limit) - int(open("/sys/fs/cgroup/memory.current").read()))
+            found.append(int(limit) - int((cgroup / "memory.current").read_text()))
     except (OSError, ValueError):
         pass
     if not found and hasattr(os, "sysconf"):

@@ -75,9 +75,9 @@ def choose_precision(requested: str | None, device_type: str, model: ModelConfig
     return cpu_choice(requested, rates, cpu_info().describe() + (f", {emulated_isa()}" if emulated_isa() else ""))
 
 
-def inference_dtype(precision: str) -> torch.dtype:
-    """The dtype a forward pass computes in under ``precision``: weights needn't stay fp32 when
-    nothing is trained."""
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype the matmuls run in under ``precision`` (autocast's in mixed precision; the
+    weights' own for inference, which needs no fp32 master copy)."""
     return {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16, "16-mixed": torch.float16}.get(precision, torch.float32)
 
 

@@ -42,14 +42,14 @@ def time_steps(config: ModelConfig, precision: str, accelerator: str, steps: int
     import torch.nn.functional as F
 
     from pajama.model import LLaMA
-    from pajama.precision import inference_dtype
+    from pajama.precision import compute_dtype
 
     device = torch.device(device_type(accelerator))
     model = LLaMA(config).to(device)
     model.init_weights(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tokens = torch.randint(0, config.vocab_size, (BATCH_SIZE, BLOCK_SIZE + 1), generator=torch.Generator().manual_seed(0)).to(device)
-    dtype = inference_dtype(precision)
+    dtype = compute_dtype(precision)
     times = []
     for _ in range(steps + 1):  # the first warms up kernels and allocators
         start = time.perf_counter()

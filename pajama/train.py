@@ -31,7 +31,7 @@ from pajama.loader import MixtureSampler, PreparedData, load_prepared, mixture, 
 from pajama.metrics import MetricsLog, peak_flops, peak_memory_gb
 from pajama.model import LLaMA
 from pajama.model_config import ModelConfig, preset
-from pajama.precision import choose_precision
+from pajama.precision import choose_precision, compute_dtype
 from pajama.progress import progress_bar
 from pajama.sources import LLAMA_WEIGHTS
 
@@ -244,12 +244,12 @@ def _fabric(config: TrainConfig):
             f"{'ddp' if world > 1 else 'single'}, or start a new run from its weights with --initial_checkpoint {resuming} (fresh optimizer)"
         )
     precision = config.precision
-    compute_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    gather_dtype = compute_dtype(precision) if precision in memory.MIXED else None  # FSDP's, see _shard
     strategies = {
         "single": "auto",
         "ddp": "ddp",
         "fsdp": lambda: ModelParallelStrategy(
-            parallelize_fn=functools.partial(_shard, compute_dtype=compute_dtype), data_parallel_size=world, tensor_parallel_size=1
+            parallelize_fn=functools.partial(_shard, gather_dtype=gather_dtype), data_parallel_size=world, tensor_parallel_size=1
         ),
     }
     chosen = strategies[strategy]
@@ -276,7 +276,7 @@ def _fabric(config: TrainConfig):
     )
 
 
-def _shard(model: LLaMA, device_mesh, compute_dtype: torch.dtype | None) -> LLaMA:
+def _shard(model: LLaMA, device_mesh, gather_dtype: torch.dtype | None) -> LLaMA:
     """FSDP2: one shard unit per transformer block, then the root (embeddings, norm, head).
 
     Under mixed precision, blocks are gathered in the compute dtype (fp32 shards stay the master
@@ -288,7 +288,7 @@ def _shard(model: LLaMA, device_mesh, compute_dtype: torch.dtype | None) -> LLaM
     except ImportError:  # torch < 2.6
         from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
     mesh = device_mesh["data_parallel"]
-    policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32) if compute_dtype else MixedPrecisionPolicy()
+    policy = MixedPrecisionPolicy(param_dtype=gather_dtype, reduce_dtype=torch.float32) if gather_dtype else MixedPrecisionPolicy()
     for block in model.layers:
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
@@ -641,7 +641,7 @@ def _sync(fabric) -> None:
 
 def _check_finite(fabric, model) -> None:
     """Refuse to save non-finite weights; every rank decides together (the save is collective)."""
-    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()]
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(_local(p)).all()]
     if fabric.all_reduce(torch.tensor(float(bool(bad)), device=fabric.device), reduce_op="max") > 0:
         raise PajamaError(f"parameter {bad[0] if bad else 'on another rank'} holds non-finite values; not saving a checkpoint")
 

@@ -9,9 +9,15 @@ Two corpora of real text, each with a tokenizer trained on it:
              and other documentation under /usr/share/doc, the standard library's sources,
              whichever of them the machine has; an 8000-token BPE.
 
+The tokenizer is a SentencePiece BPE trained like LLaMA's (``--kind sentencepiece``, the
+default) or a Hugging Face ``tokenizer.json`` (``--kind huggingface``): a byte-level BPE with
+Llama 3's pre-tokenizer and special tokens, trained by the tokenizers library.
+
 For each corpus it reports:
 
-  (a) the ceiling: the tokenizer alone encoding the same texts in memory on every core;
+  (a) the ceiling: the tokenizer alone encoding the same texts in memory on every core
+      (SentencePiece: arrays of ids; Hugging Face: its batches of about a million characters,
+      each encoding's ids as a list);
   (b) ``pajama prepare`` end to end on every core, as a fraction of the ceiling;
   (c) a one-process loop in the style of lit-llama's prepare (read a line, json.loads, encode,
       append to an array, write chunks), and prepare's speed-up over it;
@@ -20,13 +26,14 @@ For each corpus it reports:
 and once (e) the peak memory of a worker on one large ``.jsonl.zst``, for two file sizes.
 
 Rates are tokens of text per second (BOS/EOS excluded), so every line counts the same work.
+Every measurement runs in a process of its own (see ``fresh``), timed from its first call.
 A busy machine makes absolute figures meaningless: compare the ratios, measured in one run.
 Each row gives the cores other processes kept busy while it ran (and the load average is
 printed before and after). The output starts with the machine: the CPU's model and features,
 and any instruction-set cap set in the environment; ``--json`` writes all of it to a file.
 
     python bench/prepare_bench.py [--size_mb 150] [--cases redpajama mid] [--json out.json]
-        [--workdir /tmp/pajama-prepare-bench] [--tokenizer_path M]
+        [--workdir /tmp/pajama-prepare-bench] [--kind sentencepiece|huggingface] [--tokenizer_path M]
 """
 
 from __future__ import annotations
@@ -56,13 +63,15 @@ from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
+import tokenizers
 import zstandard
 
 from pajama.chunks import ChunkWriter, dtype_for_vocab
 from pajama.hardware import cpu_info, emulated_isa
 from pajama.prepare import prepare
 from pajama.sources import DocumentReader, find_source_files
-from pajama.tokenizer import Tokenizer, train_tokenizer
+from pajama.tokenizer import BATCH_CHARS, load_tokenizer, train_tokenizer
+from pajama.tokenizer.huggingface import PARALLELISM, SPLIT_PATTERNS
 
 CC = "common_crawl/2019-30/en_head_0000.json.gz.dedup.classifier.jsonl.zst"
 SKIP_MODULES = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "pydoc", "webbrowser"}
@@ -175,14 +184,63 @@ def load_texts(root: Path) -> list[str]:
     return [d.text for f in find_source_files(root) for d in DocumentReader(f)]
 
 
+LLAMA3_PATTERN = next(p for p in SPLIT_PATTERNS if "{1,3}" in p)
+
+
+def train_hf_tokenizer(corpus: Path, destination: Path, vocab_size: int, max_bytes: int = 30_000_000) -> Path:
+    """A byte-level BPE ``tokenizer.json`` like Llama 3's (its pre-tokenizer, its BOS and
+    EOS), trained by the tokenizers library on the first ``max_bytes`` of the corpus."""
+    from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+
+    texts, size = [], 0
+    for text in load_texts(corpus):
+        texts.append(text)
+        size += len(text)
+        if size >= max_bytes:
+            break
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3_PATTERN), "isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|begin_of_text|>", "<|end_of_text|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    destination.mkdir(parents=True, exist_ok=True)
+    tok.save(str(destination / "tokenizer.json"))
+    return destination / "tokenizer.json"
+
+
+def in_batches(texts: list[str], max_chars: int = BATCH_CHARS):
+    """``texts`` in runs of about ``max_chars`` characters."""
+    batch, size = [], 0
+    for text in texts:
+        batch.append(text)
+        size += len(text)
+        if size >= max_chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def raw_encode(tok, texts: list[str], threads: int) -> int:
+    """Tokens of ``texts`` encoded by the tokenizer's library alone, on ``threads`` threads
+    of its own, ids taken out the fastest way it offers."""
+    if tok.kind == "sentencepiece":
+        return sum(len(ids) for ids in tok.processor.encode(texts, num_threads=threads, return_type="numpy"))
+    # The library's threads are all or nothing (as many as cores), and its encodings hold a
+    # few hundred bytes a token: batches bound the memory, as they do in prepare.
+    os.environ[PARALLELISM] = "true" if threads > 1 else "false"
+    encode = getattr(tok.backend, "encode_batch_fast", None) or tok.backend.encode_batch
+    return sum(len(e.ids) for batch in in_batches(texts) for e in encode(batch, add_special_tokens=False))
+
+
 # -- (a) the ceiling ---------------------------------------------------------------------------
 
 
 def _encode_share(model: str, texts: list[str], barrier, results) -> None:
-    tok = Tokenizer(model)
+    tok = load_tokenizer(model)
     barrier.wait()
     start = time.perf_counter()
-    n = sum(len(ids) for ids in tok.processor.encode(texts, return_type="numpy"))
+    n = raw_encode(tok, texts, threads=1)
     results.put((time.perf_counter() - start, n))
 
 
@@ -202,7 +260,7 @@ def ceiling_processes(model: str, texts: list[str], cores: int, split: bool) -> 
     that brings copies together (sorting by length does) would inflate the ceiling.
     """
     if split:
-        tok = Tokenizer(model)
+        tok = load_tokenizer(model)
         texts = [p for t in texts for p in tok.split(t)]
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(cores), ctx.Queue()
@@ -216,9 +274,9 @@ def ceiling_processes(model: str, texts: list[str], cores: int, split: bool) -> 
 
 
 def ceiling_threads(model: str, texts: list[str], cores: int) -> tuple[float, int]:
-    tok = Tokenizer(model)
+    tok = load_tokenizer(model)
     start = time.perf_counter()
-    n = sum(len(ids) for ids in tok.processor.encode(texts, num_threads=cores, return_type="numpy"))
+    n = raw_encode(tok, texts, threads=cores)
     return time.perf_counter() - start, n
 
 
@@ -227,8 +285,7 @@ def ceiling_threads(model: str, texts: list[str], cores: int) -> tuple[float, in
 
 def anchor_loop(root: Path, model: str, destination: Path, chunk_size: int) -> tuple[float, int]:
     start = time.perf_counter()
-    tok = Tokenizer(model)
-    sp = tok.processor
+    tok = load_tokenizer(model)
     dtype = dtype_for_vocab(tok.vocab_size)
     destination.mkdir(parents=True)
     n = 0
@@ -238,11 +295,17 @@ def anchor_loop(root: Path, model: str, destination: Path, chunk_size: int) -> t
             stream = zstandard.ZstdDecompressor().stream_reader(raw) if f.compressed else raw
             for line in io.TextIOWrapper(stream, encoding="utf-8"):
                 text = json.loads(line)["text"]
-                ids = [tok.bos_id] + sp.encode(text) + [tok.eos_id]
+                ids = tok.encode(text)
                 writer.add(np.array(ids, dtype=dtype))
                 n += len(ids) - 2
         writer.close()
     return time.perf_counter() - start, n
+
+
+def run_anchor(root: Path, model: str, destination: Path, chunk_size: int) -> tuple[float, int]:
+    shutil.rmtree(destination, ignore_errors=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return anchor_loop(root, model, destination, chunk_size)
 
 
 # -- (b), (d) prepare ---------------------------------------------------------------------------
@@ -258,6 +321,34 @@ def run_prepare(root: Path, model: str, destination: Path, workers: int, unit_mb
     return seconds, manifest["tokens"] - 2 * manifest["documents"]
 
 
+def _report(measure, args: tuple, results) -> None:
+    try:
+        results.put(measure(*args))
+    except BaseException as e:
+        results.put(e)
+        raise
+
+
+def fresh(measure, *args) -> tuple[float, int]:
+    """``measure(*args)`` (seconds, tokens) in a new Python process, as a command runs.
+
+    A process that has loaded and used other tokenizer instances before encodes slower:
+    with a tokenizer.json, ``pajama prepare`` in the process that had measured the ceilings
+    and the runs before it was 10-25 % slower than from the command line (1.04 against 1.41 M
+    tokens/s on mid, one worker), while one instance encoding the same corpus six times over
+    keeps its speed.
+    """
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    process = ctx.Process(target=_report, args=(measure, args, results))
+    process.start()
+    out = results.get()
+    process.join()
+    if isinstance(out, BaseException):
+        raise out
+    return out
+
+
 # -- (e) memory ---------------------------------------------------------------------------------
 
 # The peak is read from /proc (VmHWM, this process's own high-water mark): getrusage's
@@ -268,8 +359,8 @@ from pajama.prepare import prepare
 if sys.argv[4] == "prepare":
     prepare(sys.argv[1], sys.argv[2], sys.argv[3], num_workers=1)
 else:
-    from pajama.tokenizer import Tokenizer
-    Tokenizer(sys.argv[2])
+    from pajama.tokenizer import load_tokenizer
+    load_tokenizer(sys.argv[2])
 status = open("/proc/self/status").read()
 print("RSS", status.split("VmHWM:")[1].split()[0])
 """
@@ -304,6 +395,11 @@ def best_of(repeat: int, name: str, measure) -> dict:
     return {"what": name, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds, "runs_s": [t for t, _ in runs], "other_processes_cores": others}
 
 
+def default_tokenizer(work: Path, kind: str, vocab_size: int) -> Path:
+    """Where the tokenizer trained on a corpus goes: one per kind and vocabulary."""
+    return work / f"tokenizer-{kind}-{vocab_size}" / ("tokenizer.model" if kind == "sentencepiece" else "tokenizer.json")
+
+
 def measure_case(name: str, args: argparse.Namespace, cores: int) -> dict:
     """(a) to (d) on one corpus: its rows and ratios."""
     what, build, vocab_size = CASES[name]
@@ -315,37 +411,37 @@ def measure_case(name: str, args: argparse.Namespace, cores: int) -> dict:
         print(f"building a {args.size_mb:.0f} MB corpus in {corpus} ...", flush=True)
         shutil.rmtree(corpus, ignore_errors=True)
         build(corpus, args.size_mb)
-    model = str(args.tokenizer_path or work / "tokenizer" / "tokenizer.model")
+    vocab_size = args.vocab_size or vocab_size
+    model = str(args.tokenizer_path or default_tokenizer(work, args.kind, vocab_size))
     if not Path(model).exists():
-        with contextlib.redirect_stdout(io.StringIO()):
-            train_tokenizer(corpus, work / "tokenizer", vocab_size=vocab_size, max_bytes=30_000_000)
-    tok = Tokenizer(model)
+        print(f"training a {vocab_size}-token {args.kind} tokenizer on the corpus ...", flush=True)
+        if args.kind == "sentencepiece":
+            with contextlib.redirect_stdout(io.StringIO()):
+                train_tokenizer(corpus, Path(model).parent, vocab_size=vocab_size, max_bytes=30_000_000)
+        else:
+            train_hf_tokenizer(corpus, Path(model).parent, vocab_size)
+    tok = load_tokenizer(model)
     with contextlib.redirect_stdout(io.StringIO()):
         texts = load_texts(corpus)
     chars = sum(map(len, texts))
     long = sum(len(t) for t in texts if len(tok.split(t)) > 1)
-    corpus_info = {"documents": len(texts), "characters": chars, "share_in_pieces": long / chars, "vocab_size": tok.vocab_size, "pieces_exact": tok.splittable}
-    print(f"corpus: {len(texts):,} documents of {chars / len(texts) / 1e3:.1f} K characters on average, {chars / 1e6:.0f} M characters ({long / chars:.0%} in documents encoded in pieces); tokenizer vocab {tok.vocab_size}, pieces {'exact' if tok.splittable else 'off'}")
+    corpus_info = {"documents": len(texts), "characters": chars, "share_in_pieces": long / chars, "tokenizer": tok.kind, "vocab_size": tok.vocab_size, "pieces_exact": tok.splittable}
+    print(f"corpus: {len(texts):,} documents of {chars / len(texts) / 1e3:.1f} K characters on average, {chars / 1e6:.0f} M characters ({long / chars:.0%} in documents encoded in pieces); {tok.kind} tokenizer, vocab {tok.vocab_size}, pieces {'exact' if tok.splittable else 'off'}")
     row = functools.partial(best_of, args.repeat)
 
     print(f"(a) ceiling: the tokenizer alone, texts in memory (best of {args.repeat})")
     rows = {
-        "ceiling_threads": row(f"encode(list, num_threads={cores})", lambda: ceiling_threads(model, texts, cores)),
+        "ceiling_threads": row(f"encode(list, num_threads={cores})" if tok.kind == "sentencepiece" else f"encode_batch_fast, the library's {cores} threads", lambda: fresh(ceiling_threads, model, texts, cores)),
         "ceiling_processes": row(f"{cores} processes, whole documents", lambda: ceiling_processes(model, texts, cores, split=False)),
         "ceiling_pieces": row(f"{cores} processes, long documents in prepare's pieces", lambda: ceiling_processes(model, texts, cores, split=True)),
     }
-    del texts
+    texts = None  # the corpus in memory is not needed by what follows
     print("(b), (d) pajama prepare, end to end")
-    rows["prepare"] = row(f"prepare, {cores} workers (unit_mb {args.unit_mb:g})", lambda: run_prepare(corpus, model, work / "out", cores, args.unit_mb, chunk_size))
-    rows["prepare_1"] = row("prepare, 1 worker", lambda: run_prepare(corpus, model, work / "out1", 1, args.unit_mb, chunk_size))
+    rows["prepare"] = row(f"prepare, {cores} workers (unit_mb {args.unit_mb:g})", lambda: fresh(run_prepare, corpus, model, work / "out", cores, args.unit_mb, chunk_size))
+    rows["prepare_1"] = row("prepare, 1 worker", lambda: fresh(run_prepare, corpus, model, work / "out1", 1, args.unit_mb, chunk_size))
     print("(c) one process, line by line (lit-llama's way)")
 
-    def anchor_run() -> tuple[float, int]:
-        shutil.rmtree(work / "anchor", ignore_errors=True)
-        with contextlib.redirect_stdout(io.StringIO()):
-            return anchor_loop(corpus, model, work / "anchor", chunk_size)
-
-    rows["loop"] = row("read, json.loads, encode, np.array, write", anchor_run)
+    rows["loop"] = row("read, json.loads, encode, np.array, write", lambda: fresh(run_anchor, corpus, model, work / "anchor", chunk_size))
     rate = {k: r["tokens_per_s"] for k, r in rows.items()}
     ratios = {
         "prepare_vs_ceiling": rate["prepare"] / max(rate["ceiling_threads"], rate["ceiling_processes"]),
@@ -384,6 +480,8 @@ def main() -> None:
     parser.add_argument("--size_mb", type=float, default=150, help="MB of jsonl text in each corpus")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="the corpora to measure")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/pajama-prepare-bench"))
+    parser.add_argument("--kind", choices=["sentencepiece", "huggingface"], default="sentencepiece", help="the tokenizer trained on each corpus: SentencePiece, or a byte-level BPE tokenizer.json like Llama 3's")
+    parser.add_argument("--vocab_size", type=int, help="vocabulary of the tokenizers trained (default: 32000 for redpajama, 8000 for mid)")
     parser.add_argument("--tokenizer_path", type=Path, help="one tokenizer for every corpus (default: a BPE trained on each, of the vocabulary above)")
     parser.add_argument("--unit_mb", type=float, default=4, help="small units, so the tail (one unit at most) is short on this small corpus")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each measurement; the fastest counts")
@@ -391,13 +489,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every figure, with the machine and the settings, to this file")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
-    machine = {"cpu": cpu_info().describe(), "isa_cap": emulated_isa(), "sentencepiece": spm.__version__, "python": sys.version.split()[0]}
-    print(f"machine: {machine['cpu']}; instruction-set cap: {machine['isa_cap'] or 'none'}; SentencePiece {machine['sentencepiece']}, Python {machine['python']}")
+    machine = {"cpu": cpu_info().describe(), "isa_cap": emulated_isa(), "sentencepiece": spm.__version__, "tokenizers": tokenizers.__version__, "python": sys.version.split()[0]}
+    print(f"machine: {machine['cpu']}; instruction-set cap: {machine['isa_cap'] or 'none'}; SentencePiece {machine['sentencepiece']}, tokenizers {machine['tokenizers']}, Python {machine['python']}")
     load_before = os.getloadavg()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
     cases = {name: measure_case(name, args, cores) for name in args.cases}
     first = args.cases[0]
-    memory = measure_memory(args, str(args.tokenizer_path or args.workdir / first / "tokenizer" / "tokenizer.model"))
+    memory = measure_memory(args, str(args.tokenizer_path or default_tokenizer(args.workdir / first, args.kind, args.vocab_size or CASES[first][2])))
     load_after = os.getloadavg()
     print(f"load average after: {' '.join(f'{x:.2f}' for x in load_after)}")
     if args.json:

@@ -5,7 +5,9 @@ Layout of ``<out_dir>/checkpoints/step-00001000/``:
 * ``meta.json``: step, tokens seen, model and training config, tokenizer checksum;
 * ``state``: model, optimizer, step, data-loader position and RNG states, as Fabric saves
   them: one ``torch.save`` file on a single device or DDP, a sharded distributed-checkpoint
-  directory under FSDP.
+  directory under FSDP;
+* the tokenizer the data was prepared with (``tokenizer.model`` or ``tokenizer.json``, with
+  the files beside it), when the prepared directory keeps one: a checkpoint is usable alone.
 
 Everything is written under a hidden temporary name and renamed when every rank has
 finished, so a kill during a save leaves the previous checkpoint as the newest one.
@@ -61,9 +63,9 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(fabric, out_dir: Path, step: int, state: dict, meta: dict, keep_last: int) -> Path:
-    """Save ``state`` (through Fabric, so each strategy writes its own way) and ``meta``;
-    rename into place once all ranks are done; keep the ``keep_last`` newest."""
+def save(fabric, out_dir: Path, step: int, state: dict, meta: dict, keep_last: int, tokenizer=None) -> Path:
+    """Save ``state`` (through Fabric, so each strategy writes its own way), ``meta`` and a
+    copy of ``tokenizer``; rename into place once all ranks are done; keep the ``keep_last`` newest."""
     final = checkpoint_dir(out_dir, step)
     tmp = final.with_name(f".{final.name}.tmp")
     if fabric.global_rank == 0:
@@ -73,6 +75,8 @@ def save(fabric, out_dir: Path, step: int, state: dict, meta: dict, keep_last: i
     fabric.save(tmp / STATE, state)
     if fabric.global_rank == 0:
         (tmp / META).write_text(json.dumps(meta, indent=1, default=str))
+        if tokenizer is not None:
+            tokenizer.copy_to(tmp)
     fabric.barrier()
     if fabric.global_rank == 0:
         _fsync_tree(tmp)  # on disk before the name says complete
@@ -158,3 +162,29 @@ def _load_sharded_model(state_path: Path) -> dict[str, torch.Tensor]:
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load(state, storage_reader=reader, no_dist=True)
     return {k[len(prefix) :]: v for k, v in state.items()}
+
+
+def load_tokenizer_of(path: Path, meta: dict, tokenizer_path: Path | None = None):
+    """The tokenizer checkpoint ``path``'s data was prepared with: ``tokenizer_path`` when
+    given (its checksum must be the checkpoint's), else the copy kept in the checkpoint
+    directory or in its run directory."""
+    from pajama.tokenizer import find_tokenizer, load_tokenizer
+
+    expected = meta.get("tokenizer_sha256")
+    if tokenizer_path is not None:
+        tokenizer = load_tokenizer(Path(tokenizer_path).expanduser())
+        if expected and tokenizer.sha256 != expected:
+            raise PajamaError(
+                f"{tokenizer.path}: not the tokenizer {path} was trained with "
+                f"(sha256 {tokenizer.sha256[:16]}..., the checkpoint's data used {expected[:16]}...)"
+            )
+    else:
+        places = [path, path.parent.parent]  # the checkpoint, its run directory (out_dir)
+        tokenizer = next((t for t in (find_tokenizer(p, expected) for p in places) if t is not None), None)
+        if tokenizer is None:
+            others = [t for t in (find_tokenizer(p) for p in places) if t is not None]
+            extra = f" ({others[0].path} has another checksum)" if others else ""
+            raise PajamaError(f"{path}: no tokenizer kept with the checkpoint or its run{extra}; pass --tokenizer_path, the tokenizer its data was prepared with")
+    if not expected:
+        print(f"note: {path} records no tokenizer checksum; using {tokenizer.path} unchecked")
+    return tokenizer

@@ -28,12 +28,12 @@ from pajama import PajamaError
 # importing every module would import torch (seconds) for commands that never use it.
 COMMANDS: dict[str, str | dict[str, str]] = {
     "download": "pajama.download:download",
-    "tokenizer": {"train": "pajama.tokenizer:train_tokenizer"},
+    "tokenizer": {"train": "pajama.tokenizer.train:train_tokenizer"},
     "prepare": "pajama.prepare:prepare",
     "data": {"verify": "pajama.data:verify", "inspect": "pajama.data:inspect"},
     "pretrain": "pajama.train:pretrain",
     "generate": "pajama.generate:generate",
-    "evaluate": "pajama.evaluate:evaluate",
+    "evaluate": "pajama.evaluation:evaluate",
     "export": "pajama.hf:export",
     "import": "pajama.hf:import_",
     "plot": "pajama.plot:plot",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -12,7 +13,7 @@ import numpy as np
 from pajama import PajamaError
 from pajama.chunks import HEADER_SIZE, read_header
 from pajama.prepare import FORMAT, MANIFEST, SETTINGS, UNITS, load_records, summary_table, unit_order
-from pajama.tokenizer import Tokenizer
+from pajama.tokenizer import find_tokenizer, load_tokenizer
 
 CHUNK_NAME = re.compile(r"^(?P<unit>.+)_(?P<counter>\d{10})\.bin$")
 SHOWN_CHARS = 1500  # of each decoded document
@@ -42,14 +43,16 @@ def verify(destination_path: Path, tokenizer_path: Path | None = None) -> None:
     record; every chunk file listed must exist with a valid header of the manifest's chunk
     size and dtype, hold its documents framed by BOS and EOS, and no chunk file may be
     unlisted; the manifest's totals must equal the sum of the records; the tokenizer
-    checksum must agree with the prepare settings (and with ``tokenizer_path``, if given).
+    checksum must agree with the prepare settings (and with ``tokenizer_path``, if given), and
+    the copy of the tokenizer that prepare keeps must be there with that checksum.
     A source file that could not be read to its end is a problem too. Prints a verdict;
     raises an error listing the problems.
 
     Args:
         destination_path: directory written by pajama prepare.
-        tokenizer_path: optionally, the tokenizer.model the data should have been prepared
-            with: its checksum must be the manifest's.
+        tokenizer_path: optionally, the tokenizer the data should have been prepared with
+            (SentencePiece tokenizer.model, Hugging Face tokenizer.json, or a directory holding
+            one): its checksum must be the manifest's.
     """
     destination = Path(destination_path).expanduser().resolve()
     manifest = _manifest(destination)
@@ -71,9 +74,15 @@ def verify(destination_path: Path, tokenizer_path: Path | None = None) -> None:
     else:
         problems.append(f"{settings_path}: missing")
     if tokenizer_path is not None:
-        tokenizer = Tokenizer(Path(tokenizer_path).expanduser())
+        tokenizer = load_tokenizer(Path(tokenizer_path).expanduser())
         if tokenizer.sha256 != sha:
             problems.append(f"{tokenizer.path}: not the tokenizer this data was prepared with (sha256 {tokenizer.sha256[:16]}..., the manifest has {sha[:16]}...)")
+    copy = manifest["tokenizer"].get("file")  # absent in manifests written before prepare kept a copy
+    if copy is not None:
+        if not (destination / copy).is_file():
+            problems.append(f"{destination / copy}: missing (prepare keeps a copy of its tokenizer here)")
+        elif hashlib.sha256((destination / copy).read_bytes()).hexdigest() != sha:
+            problems.append(f"{destination / copy}: not the tokenizer this data was prepared with (its sha256 differs from the manifest's)")
 
     # Records against the manifest.
     records = load_records(destination)
@@ -160,21 +169,23 @@ def inspect(destination_path: Path, documents: int = 3, seed: int = 0, tokenizer
     """Summarise a prepared directory and show a few of its documents as the model will read them.
 
     Prints the per-subset table of the manifest (documents, tokens, chunk files, bytes read,
-    bad lines), the first skipped lines and unreadable files, and, given the tokenizer,
-    decodes randomly chosen documents from the chunk files.
+    bad lines), the first skipped lines and unreadable files, and decodes randomly chosen
+    documents from the chunk files, with the tokenizer kept in the directory or the one given.
 
     Args:
         destination_path: directory written by pajama prepare.
         documents: how many random documents to decode and show.
         seed: seed of the random choice of documents.
-        tokenizer_path: the tokenizer.model the data was prepared with (needed to decode).
+        tokenizer_path: the tokenizer the data was prepared with (SentencePiece tokenizer.model,
+            Hugging Face tokenizer.json, or a directory holding one); by default the copy that
+            prepare keeps in the directory.
     """
     destination = Path(destination_path).expanduser().resolve()
     manifest = _manifest(destination)
     tok = manifest["tokenizer"]
     print(
         f"{destination}: {manifest['documents']:,} documents, {manifest['tokens']:,} tokens in {len(manifest['chunks'])} chunk files "
-        f"of {manifest['chunk_size']:,} {manifest['dtype']} tokens; tokenizer sha256 {tok['sha256'][:16]}..., vocabulary {tok['vocab_size']:,}"
+        f"of {manifest['chunk_size']:,} {manifest['dtype']} tokens; tokenizer {tok.get('kind', 'sentencepiece')} sha256 {tok['sha256'][:16]}..., vocabulary {tok['vocab_size']:,}"
     )
     print("\n".join(summary_table(manifest["subsets"])))
     for subset, s in manifest["subsets"].items():
@@ -185,9 +196,12 @@ def inspect(destination_path: Path, documents: int = 3, seed: int = 0, tokenizer
     if documents <= 0:
         return
     if tokenizer_path is None:
-        print("(pass --tokenizer_path to see decoded documents)")
-        return
-    tokenizer = Tokenizer(Path(tokenizer_path).expanduser())
+        tokenizer = find_tokenizer(destination, tok["sha256"])
+        if tokenizer is None:
+            print(f"(no copy of the tokenizer in {destination}: pass --tokenizer_path to see decoded documents)")
+            return
+    else:
+        tokenizer = load_tokenizer(Path(tokenizer_path).expanduser())
     if tokenizer.sha256 != tok["sha256"]:
         raise PajamaError(f"{tokenizer.path}: not the tokenizer {destination} was prepared with (sha256 {tokenizer.sha256[:16]}..., the manifest has {tok['sha256'][:16]}...)")
     chunks = [c for c in manifest["chunks"] if c["tokens"]]

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import torch
 
-from pajama import PajamaError, checkpoint
+import pajama.checkpoint as ckpt
+from pajama import PajamaError
 from pajama.model import LLaMA, KVCache
 from pajama.precision import choose_precision, compute_dtype
-from pajama.tokenizer import Tokenizer
 
 
 def load_model(checkpoint_path: Path, device: torch.device) -> tuple[LLaMA, dict]:
     """A checkpoint's model (full or sharded checkpoint), fp32, in eval mode on ``device``."""
-    config, weights, meta = checkpoint.load_model_weights(checkpoint_path)
+    config, weights, meta = ckpt.load_model_weights(checkpoint_path)
     with torch.device("meta"):
         model = LLaMA(config)
     model.to_empty(device=device)
@@ -83,7 +83,7 @@ def generate_ids(
 
 def generate(
     checkpoint: Path,
-    tokenizer_path: Path,
+    tokenizer_path: Path | None = None,
     prompt: str = "",
     max_new_tokens: int = 200,
     temperature: float = 0.8,
@@ -97,7 +97,8 @@ def generate(
 
     Args:
         checkpoint: checkpoint directory, or a training out_dir (its newest checkpoint).
-        tokenizer_path: the SentencePiece model the training data was prepared with.
+        tokenizer_path: the tokenizer the training data was prepared with (default: the copy
+            pretrain keeps with the checkpoint and in its run directory).
         prompt: text to continue (empty: start from BOS alone).
         max_new_tokens: at most this many new tokens.
         temperature: softmax temperature; 0 picks the most likely token.
@@ -110,13 +111,12 @@ def generate(
     if max_new_tokens < 1:
         raise PajamaError(f"--max_new_tokens must be >= 1, got {max_new_tokens}")
     device = torch.device("cuda" if accelerator in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    tokenizer = Tokenizer(tokenizer_path)
-    model, meta = load_model(checkpoint, device)
+    path = ckpt.resolve(Path(checkpoint))
+    model, meta = load_model(path, device)
+    tokenizer = ckpt.load_tokenizer_of(path, meta, tokenizer_path)
     choice = choose_precision(precision, device.type, model.config, tokens=1, backward=False)  # decoding: one token at a time
     print(choice.reason + (f"\nwarning: {choice.warning}" if choice.warning else ""), file=sys.stderr)
     model = model.to(compute_dtype(choice.precision))
-    if meta.get("tokenizer_sha256") not in (None, tokenizer.sha256):
-        raise PajamaError(f"{tokenizer.path} is not the tokenizer this model was trained with (checksum differs)")
     if tokenizer.vocab_size > model.config.vocab_size:
         raise PajamaError(f"{tokenizer.path} has {tokenizer.vocab_size} tokens, more than the model's vocabulary of {model.config.vocab_size}: not this model's tokenizer")
     prompt_ids = tokenizer.encode(prompt, bos=True, eos=False)

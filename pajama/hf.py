@@ -29,7 +29,7 @@ import pajama.checkpoint as ckpt
 from pajama import PajamaError
 from pajama.model import LLaMA
 from pajama.model_config import ModelConfig
-from pajama.tokenizer import Tokenizer
+from pajama.tokenizer import AnyTokenizer, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
@@ -95,16 +95,16 @@ def export(
 
     The directory loads with ``transformers``' ``LlamaForCausalLM.from_pretrained`` and
     ``AutoTokenizer.from_pretrained``: ``config.json``, safetensors weights (sharded above
-    ``max_shard_size``, with ``model.safetensors.index.json``), and the SentencePiece
-    tokenizer with its ``tokenizer_config.json``. Works on full and sharded (FSDP)
+    ``max_shard_size``, with ``model.safetensors.index.json``), and the tokenizer
+    (``tokenizer.model`` or ``tokenizer.json``) with its ``tokenizer_config.json``. Works on full and sharded (FSDP)
     checkpoints, without GPUs and without ``transformers`` installed.
 
     Args:
         checkpoint: checkpoint directory, or a training out_dir (its newest checkpoint).
         destination_path: directory to create (must not exist, or be empty).
-        tokenizer_path: the tokenizer.model the training data was prepared with (default: a
-            tokenizer.model next to the checkpoint or in its run directory); its checksum must
-            match the checkpoint's.
+        tokenizer_path: the tokenizer the training data was prepared with (default: the copy
+            kept with the checkpoint or in its run directory); its checksum must match the
+            checkpoint's.
         max_shard_size: largest weights file, e.g. 5GB, 500MB, 2GiB (a larger single tensor
             gets a file of its own).
         dtype: dtype of the exported weights: float32, bfloat16 or float16.
@@ -126,7 +126,7 @@ def export(
     print(f"wrote {destination}: {total:,} parameters in {shards} safetensors file(s), {_dtype_name(torch_dtype)}, from {path}")
 
 
-def hf_config(config: ModelConfig, tokenizer: Tokenizer | None = None, dtype: str = "float32") -> dict:
+def hf_config(config: ModelConfig, tokenizer: AnyTokenizer | None = None, dtype: str = "float32") -> dict:
     """``config.json`` of ``LlamaForCausalLM`` for a pajama model shape."""
     return {
         "architectures": ["LlamaForCausalLM"],
@@ -135,18 +135,18 @@ def hf_config(config: ModelConfig, tokenizer: Tokenizer | None = None, dtype: st
         "intermediate_size": config.intermediate_size,
         "num_hidden_layers": config.n_layer,
         "num_attention_heads": config.n_head,
-        "num_key_value_heads": config.n_head,
+        "num_key_value_heads": config.n_kv_head,
         "head_dim": config.head_size,
         "vocab_size": config.vocab_size,
         "max_position_embeddings": config.block_size,
         "rms_norm_eps": config.norm_eps,
         "rope_theta": config.rope_base,
-        "rope_scaling": None,
+        "rope_scaling": _hf_rope_scaling(config),
         "hidden_act": "silu",
         "attention_bias": False,
         "attention_dropout": 0.0,
         "mlp_bias": False,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": config.tie_embeddings,
         "bos_token_id": tokenizer.bos_id if tokenizer else 1,
         "eos_token_id": tokenizer.eos_id if tokenizer else 2,
         "pad_token_id": None,
@@ -154,6 +154,18 @@ def hf_config(config: ModelConfig, tokenizer: Tokenizer | None = None, dtype: st
         "pretraining_tp": 1,
         "use_cache": True,
         "torch_dtype": dtype,
+    }
+
+
+def _hf_rope_scaling(config: ModelConfig) -> dict | None:
+    if config.rope_scaling_factor is None:
+        return None
+    return {
+        "rope_type": "llama3",
+        "factor": config.rope_scaling_factor,
+        "low_freq_factor": config.rope_low_freq_factor,
+        "high_freq_factor": config.rope_high_freq_factor,
+        "original_max_position_embeddings": config.rope_original_context,
     }
 
 
@@ -201,7 +213,8 @@ def _check_fits(config: ModelConfig, weights: dict[str, torch.Tensor], where: st
     unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:
         parts = ([f"missing {', '.join(missing[:3])}"] if missing else []) + ([f"unexpected {', '.join(unexpected[:3])}"] if unexpected else [])
-        raise PajamaError(f"{where}: the weights do not fit a {config.n_layer}-layer LLaMA ({'; '.join(parts)})")
+        tied = " with tied embeddings" if config.tie_embeddings else ""
+        raise PajamaError(f"{where}: the weights do not fit a {config.n_layer}-layer LLaMA{tied} ({'; '.join(parts)})")
     for name, shape in expected.items():
         if tuple(weights[name].shape) != shape:
             raise PajamaError(f"{where}: weight {name} has shape {tuple(weights[name].shape)}, expected {shape}")
@@ -216,10 +229,12 @@ def _hf_plan(config: ModelConfig, weights: dict[str, torch.Tensor], dtype: torch
         hf_name = f"model.layers.{m.group(1)}.{HF_LAYER_NAMES[m.group(2)]}" if m else HF_TOP_NAMES[name]
         permute = m is not None and m.group(2) in ("attn.wq.weight", "attn.wk.weight")
 
-        def make(name=name, permute=permute) -> torch.Tensor:
+        heads = config.n_head if name.endswith("attn.wq.weight") else config.n_kv_head
+
+        def make(name=name, permute=permute, heads=heads) -> torch.Tensor:
             t = weights[name]
             if permute:
-                t = interleaved_to_halves(t, config.n_head)
+                t = interleaved_to_halves(t, heads)
             return t.to(dtype).contiguous()
 
         plan.append((hf_name, make, weights[name].numel() * dtype.itemsize))
@@ -251,27 +266,10 @@ def _write_safetensors(directory: Path, plan: list, limit: int) -> int:
     return n
 
 
-def _export_tokenizer(path: Path, tokenizer_path: Path | None, meta: dict, config: ModelConfig) -> Tokenizer:
-    """The tokenizer to ship: the one given, else a tokenizer.model next to the checkpoint or in
-    its run directory; it must be the one the checkpoint's data was prepared with."""
-    expected = meta.get("tokenizer_sha256")
-    if tokenizer_path is not None:
-        tokenizer = Tokenizer(Path(tokenizer_path).expanduser())
-        if expected and tokenizer.sha256 != expected:
-            raise PajamaError(
-                f"{tokenizer.path}: not the tokenizer {path} was trained with "
-                f"(sha256 {tokenizer.sha256[:16]}..., the checkpoint's data used {expected[:16]}...)"
-            )
-    else:
-        candidates = [path / "tokenizer.model", path.parent.parent / "tokenizer.model"]
-        found = [Tokenizer(c) for c in candidates if c.is_file()]
-        matching = [t for t in found if not expected or t.sha256 == expected]
-        if not matching:
-            extra = f" ({', '.join(str(t.path) for t in found)} has another checksum)" if found else ""
-            raise PajamaError(f"{path}: no tokenizer found next to the checkpoint{extra}; pass --tokenizer_path, the tokenizer.model its data was prepared with")
-        tokenizer = matching[0]
-    if not expected:
-        print(f"note: {path} records no tokenizer checksum; exporting {tokenizer.path} unchecked")
+def _export_tokenizer(path: Path, tokenizer_path: Path | None, meta: dict, config: ModelConfig) -> AnyTokenizer:
+    """The tokenizer to ship: the one given, else the copy kept with the checkpoint or its run;
+    it must be the one the checkpoint's data was prepared with."""
+    tokenizer = ckpt.load_tokenizer_of(path, meta, tokenizer_path)
     if tokenizer.vocab_size > config.vocab_size:
         raise PajamaError(f"{tokenizer.path}: {tokenizer.vocab_size} tokens, more than the model's vocabulary of {config.vocab_size}")
     if tokenizer.vocab_size < config.vocab_size:
@@ -279,10 +277,19 @@ def _export_tokenizer(path: Path, tokenizer_path: Path | None, meta: dict, confi
     return tokenizer
 
 
-def _write_tokenizer(directory: Path, tokenizer: Tokenizer, config: ModelConfig) -> None:
-    """``tokenizer.model`` and the JSON that makes ``transformers`` load it as a LLaMA
-    tokenizer: BOS added, EOS not, SentencePiece's (legacy) handling of the text."""
-    (directory / "tokenizer.model").write_bytes(tokenizer.model_bytes)
+def _write_tokenizer(directory: Path, tokenizer: AnyTokenizer, config: ModelConfig) -> None:
+    """The tokenizer's files, and the JSON that makes ``transformers``' AutoTokenizer load it:
+    SentencePiece as a LLaMA tokenizer (BOS added, EOS not, SentencePiece's legacy handling of
+    the text); a ``tokenizer.json`` as it is, with its own tokenizer_config.json when it has one."""
+    tokenizer.copy_to(directory)
+    if tokenizer.kind == "huggingface":
+        if not (directory / "tokenizer_config.json").exists():
+            pieces = {"bos_token": tokenizer.backend.id_to_token(tokenizer.bos_id), "eos_token": tokenizer.backend.id_to_token(tokenizer.eos_id)}
+            _write_json(
+                directory / "tokenizer_config.json",
+                {"tokenizer_class": "PreTrainedTokenizerFast", **pieces, "clean_up_tokenization_spaces": False, "model_max_length": config.block_size},
+            )
+        return
     sp = tokenizer.processor
     special = {"bos_token": tokenizer.bos_id, "eos_token": tokenizer.eos_id}
     if sp.unk_id() >= 0:
@@ -321,9 +328,11 @@ def import_(source: Path, destination_path: Path, model_name: str | None = None)
     Reads ``config.json`` with safetensors or ``pytorch_model*.bin`` weights (with their
     index when sharded), or Meta's ``params.json`` with ``consolidated.*.pth`` (model-parallel
     shards are joined). Writes ``meta.json`` and ``state`` (plus the source's
-    ``tokenizer.model``, when it has one) atomically; ``pajama pretrain --initial_checkpoint``,
+    ``tokenizer.model`` or ``tokenizer.json``, when it has one) atomically; ``pajama pretrain --initial_checkpoint``,
     ``generate``, ``evaluate`` and ``export`` read the result. Weights keep the source's dtype.
-    Only LLaMA v1's architecture is supported: no grouped-query attention, biases or RoPE scaling.
+    The LLaMA family's architecture: grouped-query attention, tied embeddings, any rotary base
+    and Llama 3's rotary scaling (TinyLlama, Llama 2, Llama 3.x); biases, other activations
+    and other rotary scalings are refused.
 
     Args:
         source: Hugging Face model directory, or a directory of Meta's consolidated.*.pth.
@@ -343,8 +352,7 @@ def import_(source: Path, destination_path: Path, model_name: str | None = None)
     else:
         raise PajamaError(f"{source}: neither a Hugging Face model (config.json) nor Meta's release (params.json and consolidated.*.pth)")
     _check_fits(config, weights, str(source))
-    tokenizer_file = next((p for p in (source / "tokenizer.model", source.parent / "tokenizer.model") if p.is_file()), None)
-    tokenizer = Tokenizer(tokenizer_file) if tokenizer_file else None
+    tokenizer = _source_tokenizer(source)
     if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
         raise PajamaError(f"{tokenizer.path}: {tokenizer.vocab_size} tokens, more than the model's vocabulary of {config.vocab_size}")
     meta = {
@@ -361,13 +369,22 @@ def import_(source: Path, destination_path: Path, model_name: str | None = None)
         torch.save({"model": {n: weights[n].contiguous() for n in _expected_shapes(config)}}, tmp / ckpt.STATE)
         _write_json(tmp / ckpt.META, meta)
         if tokenizer is not None:
-            (tmp / "tokenizer.model").write_bytes(tokenizer.model_bytes)
+            tokenizer.copy_to(tmp)
     dtypes = sorted({_dtype_name(t.dtype) for t in weights.values()})
     print(
         f"imported {source} ({kind} layout) into {destination}: {config.num_parameters():,} parameters ({', '.join(dtypes)}), "
         f"{config.n_layer} layers, {config.n_head} heads, d {config.n_embd}, vocab {config.vocab_size}, context {config.block_size}"
-        + ("" if tokenizer else "; no tokenizer.model found beside it")
+        + (f"; tokenizer {tokenizer.path.name} ({tokenizer.kind})" if tokenizer else "; no tokenizer.model or tokenizer.json found beside it")
     )
+
+
+def _source_tokenizer(source: Path) -> AnyTokenizer | None:
+    """The tokenizer shipped with a model: in its directory (Hugging Face), or beside it
+    (Meta's releases keep tokenizer.model next to the model directories)."""
+    for place in (source, source.parent):
+        if any((place / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
+            return load_tokenizer(place)
+    return None
 
 
 def _read_hf(source: Path, name: str) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
@@ -379,20 +396,31 @@ def _read_hf(source: Path, name: str) -> tuple[ModelConfig, dict[str, torch.Tens
         n_embd, n_head, n_layer = int(cfg["hidden_size"]), int(cfg["num_attention_heads"]), int(cfg["num_hidden_layers"])
     except KeyError as e:
         raise PajamaError(f"{config_path}: missing {e.args[0]}") from None
+    n_kv_head = int(cfg.get("num_key_value_heads") or n_head)
+    tied = bool(cfg.get("tie_word_embeddings", False))
     problems = []
-    if (cfg.get("num_key_value_heads") or n_head) != n_head:
-        problems.append(f"grouped-query attention ({cfg['num_key_value_heads']} key/value heads for {n_head} heads)")
     if cfg.get("head_dim") not in (None, n_embd // n_head):
         problems.append(f"head_dim {cfg['head_dim']} is not hidden_size / num_attention_heads")
     if cfg.get("hidden_act", "silu") != "silu":
         problems.append(f"activation {cfg['hidden_act']}")
     if cfg.get("attention_bias") or cfg.get("mlp_bias"):
         problems.append("biases")
-    rope = cfg.get("rope_parameters") or {}
-    if cfg.get("rope_scaling") or rope.get("rope_type", "default") != "default":
-        problems.append("RoPE scaling")
+    # transformers 5 writes rope_parameters (theta and scaling together), earlier versions rope_theta / rope_scaling
+    rope = {**(cfg.get("rope_scaling") or {}), **(cfg.get("rope_parameters") or {})}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in ("default", "llama3"):
+        problems.append(f"RoPE scaling of type {rope_type!r} (only Llama 3's is implemented)")
     if problems:
-        raise PajamaError(f"{config_path}: not LLaMA v1's architecture, which pajama implements: {'; '.join(problems)}")
+        raise PajamaError(f"{config_path}: not an architecture of the LLaMA family as pajama implements it: {'; '.join(problems)}")
+    scaling = {}
+    if rope_type == "llama3":
+        try:
+            scaling = dict(
+                rope_scaling_factor=float(rope["factor"]), rope_low_freq_factor=float(rope["low_freq_factor"]),
+                rope_high_freq_factor=float(rope["high_freq_factor"]), rope_original_context=int(rope["original_max_position_embeddings"]),
+            )  # fmt: skip
+        except KeyError as e:
+            raise PajamaError(f"{config_path}: llama3 rotary scaling without {e.args[0]}") from None
     raw = _load_hf_weights(source)
     weights: dict[str, torch.Tensor] = {}
     for key, tensor in raw.items():
@@ -402,15 +430,20 @@ def _read_hf(source: Path, name: str) -> tuple[ModelConfig, dict[str, torch.Tens
         pajama_name = _from_hf_name(hf_name)
         if pajama_name is None:
             raise PajamaError(f"{source}: unexpected weight {key} (not part of a LLaMA model)")
-        if pajama_name.endswith(("attn.wq.weight", "attn.wk.weight")):
+        if pajama_name.endswith("attn.wq.weight"):
             tensor = halves_to_interleaved(tensor, n_head)
+        elif pajama_name.endswith("attn.wk.weight"):
+            tensor = halves_to_interleaved(tensor, n_kv_head)
         weights[pajama_name] = tensor
-    if "lm_head.weight" not in weights and cfg.get("tie_word_embeddings") and "tok_embeddings.weight" in weights:
-        weights["lm_head.weight"] = weights["tok_embeddings.weight"].clone()  # pajama's head is untied
+    if tied and "lm_head.weight" in weights:
+        # Some tied checkpoints store the table twice; a different second copy means the config is wrong.
+        if "tok_embeddings.weight" in weights and not torch.equal(weights["lm_head.weight"], weights["tok_embeddings.weight"]):
+            raise PajamaError(f"{config_path}: tie_word_embeddings is true but lm_head.weight differs from the embedding table")
+        del weights["lm_head.weight"]
     config = _config_from_weights(
-        name, weights, str(source), n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+        name, weights, str(source), n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_kv_head=n_kv_head, tie_embeddings=tied,
         block_size=int(cfg.get("max_position_embeddings", 2048)), norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-        rope_base=float(cfg.get("rope_theta") or rope.get("rope_theta") or 10000.0),
+        rope_base=float(cfg.get("rope_theta") or rope.get("rope_theta") or 10000.0), **scaling,
     )  # fmt: skip
     return config, weights
 
@@ -484,8 +517,7 @@ def _read_meta_release(source: Path, name: str) -> tuple[ModelConfig, dict[str, 
         n_embd, n_head, n_layer = int(params["dim"]), int(params["n_heads"]), int(params["n_layers"])
     except KeyError as e:
         raise PajamaError(f"{params_path}: missing {e.args[0]}") from None
-    if (params.get("n_kv_heads") or n_head) != n_head:
-        raise PajamaError(f"{params_path}: grouped-query attention ({params['n_kv_heads']} key/value heads for {n_head} heads) is not LLaMA v1's architecture, which pajama implements")
+    n_kv_head = int(params.get("n_kv_heads") or n_head)
     shard_paths = sorted(source.glob("consolidated.*.pth"))
     shards = [_load_torch(p) for p in shard_paths]
     names = [k for k in shards[0] if k != "rope.freqs"]
@@ -503,10 +535,17 @@ def _read_meta_release(source: Path, name: str) -> tuple[ModelConfig, dict[str, 
             pajama_name = f"layers.{m.group(1)}.{pajama_name}"
         pieces = [shard[key] for shard in shards]
         weights[pajama_name] = pieces[0] if dim is None or len(pieces) == 1 else torch.cat(pieces, dim=dim)
+    scaling = {}
+    if params.get("use_scaled_rope"):
+        # Meta's reference scales by 8 (Llama 3.1) unless params.json says otherwise
+        scaling = {"rope_scaling_factor": float(params.get("rope_scaling_factor") or 8.0)}
+        if "rope_scaling_factor" not in params:
+            print(f"note: {params_path} asks for scaled rotary frequencies without a factor: using Llama 3.1's 8")
     config = _config_from_weights(
-        name, weights, str(source), n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+        name, weights, str(source), n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_kv_head=n_kv_head,
+        tie_embeddings="lm_head.weight" not in weights,  # Meta's tied releases ship no output.weight
         block_size=int(params.get("max_seq_len", 2048)), norm_eps=float(params.get("norm_eps", 1e-6)),
-        rope_base=float(params.get("rope_theta", 10000.0)),
+        rope_base=float(params.get("rope_theta", 10000.0)), **scaling,
     )  # fmt: skip
     return config, weights
 

@@ -29,6 +29,8 @@ from pajama.chunks import open_chunk, read_header
 from pajama.prepare import MANIFEST, SETTINGS
 from pajama.sources import LLAMA_WEIGHTS, SUBSETS, subset_of_prefix
 
+LLAMA_BOS = 1  # BOS of LLaMA's tokenizer, which lit-llama's data (no manifest) was made with
+
 MASK64 = (1 << 64) - 1
 
 
@@ -77,6 +79,7 @@ class PreparedData:
     streams: dict[str, Stream]
     tokenizer_sha256: str | None  # None for lit-llama data (no manifest)
     vocab_size: int | None
+    bos_id: int  # where documents start in the packed stream
 
 
 def load_prepared(directory: Path) -> PreparedData:
@@ -97,6 +100,7 @@ def load_prepared(directory: Path) -> PreparedData:
             lengths.append(chunk["tokens"])
         streams = {s: Stream.of(s, f, n) for s, (f, n) in sorted(by_subset.items()) if sum(n)}
         sha, vocab = manifest["tokenizer"]["sha256"], manifest["tokenizer"]["vocab_size"]
+        bos = manifest["tokenizer"].get("bos_id", LLAMA_BOS)
     elif (directory / SETTINGS).exists():
         raise PajamaError(f"{directory}: prepare has not finished (no {MANIFEST}); rerun the same pajama prepare command to complete it")
     else:
@@ -112,9 +116,10 @@ def load_prepared(directory: Path) -> PreparedData:
             lengths.append(chunk_size)
         streams = {s: Stream.of(s, f, n) for s, (f, n) in sorted(by_subset.items())}
         sha = vocab = None
+        bos = LLAMA_BOS
     if not streams:
         raise PajamaError(f"{directory}: no prepared chunk files found (run pajama prepare first)")
-    return PreparedData(directory, streams, sha, vocab)
+    return PreparedData(directory, streams, sha, vocab, bos)
 
 
 def mixture(subsets: list[str], weights: dict[str, float] | None = None) -> np.ndarray:

@@ -10,9 +10,10 @@ T sequence length, L layers, d width, H MLP hidden, V vocabulary):
   under mixed precision) and one block's gradients before their reduce-scatter; without FSDP,
   under mixed precision, autocast's 16-bit copy of every weight (2N), held until backward;
 * activations kept for backward, per token and layer, as measured on the saved tensors:
-  under mixed precision 36d + 8H bytes (four d-wide fp32 tensors: residual stream and RMSNorm
-  internals; six 16-bit casts of the linear layers' inputs; 16-bit q, k, v and attention
-  output; the four H-wide SwiGLU tensors); in fp32 44d + 16H (no casts, everything 4 bytes);
+  under mixed precision 32d + 4K + 8H bytes, K the key/value width (four d-wide fp32 tensors:
+  residual stream and RMSNorm internals; six 16-bit casts of the linear layers' inputs; 16-bit
+  q, k, v and attention output; the four H-wide SwiGLU tensors); in fp32 36d + 8K + 16H (no
+  casts, everything 4 bytes);
   half that under bf16-true. Flash attention keeps no T x T scores. With activation
   checkpointing only each block's input is kept, plus one block's activations while it is
   recomputed;
@@ -35,15 +36,15 @@ MIXED = ("bf16-mixed", "16-mixed")
 
 
 def activation_bytes_per_token_layer(config: ModelConfig, precision: str = "bf16-mixed") -> int:
-    d, h = config.n_embd, config.intermediate_size
+    d, h, kv = config.n_embd, config.intermediate_size, config.kv_size
     if precision in MIXED:
         fp32 = 4 * (4 * d)  # residual stream and RMSNorm internals
         casts = 2 * (6 * d)  # 16-bit inputs of wq, wk, wv, wo, gate, up
-        attention = 2 * (4 * d)  # q, k, v, attention output
+        attention = 2 * (2 * d + 2 * kv)  # q, k, v (kv wide: grouped-query attention), attention output
         mlp = 2 * (4 * h)  # gate, up, silu(gate), their product
         return fp32 + casts + attention + mlp
     width = 2 if precision == "bf16-true" else 4
-    return width * (11 * d + 4 * h)  # the same tensors, none cast, plus rotary's fp32 temporaries
+    return width * (9 * d + 2 * kv + 4 * h)  # the same tensors, none cast, plus rotary's fp32 temporaries
 
 
 def estimate(

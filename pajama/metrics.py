@@ -8,6 +8,7 @@ import hashlib
 import os
 import resource
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -21,6 +22,12 @@ COLUMNS = [
     "step", "tokens", "loss", "val_loss", "val_ppl", "lr", "grad_norm", "tokens_per_sec",
     "tokens_per_sec_per_device", "mfu", "step_time", "data_wait", "peak_memory_gb", "skipped", "loss_scale",
 ]  # fmt: skip
+
+
+def task_parts(m: dict[str, float]) -> list[str]:
+    """Console pieces for downstream-task metrics (``task/<task>/<metric>``), if any."""
+    tasks = [f"{k.removeprefix('task/')} {v:.3f}" for k, v in m.items() if k.startswith("task/")]
+    return [f"tasks: {', '.join(tasks)} ({m['eval_task_time']:.1f} s)"] if tasks and "eval_task_time" in m else tasks
 
 
 def peak_flops(device: torch.device, override_tflops: float | None) -> float | None:
@@ -47,9 +54,9 @@ class MetricsLog:
     """One CSV row per logged optimizer step, continued across resumes (rows past the resumed
     step, from a run that died after its last checkpoint, are dropped)."""
 
-    def __init__(self, out_dir: Path, val_subsets: list[str], logger: str, resume_step: int, enabled: bool) -> None:
+    def __init__(self, out_dir: Path, val_subsets: list[str], logger: str, resume_step: int, enabled: bool, extra_columns: Sequence[str] = ()) -> None:
         self.enabled = enabled
-        self.columns = COLUMNS + [f"val_loss/{s}" for s in val_subsets]
+        self.columns = COLUMNS + [f"val_loss/{s}" for s in val_subsets] + list(extra_columns)
         self.extra = None
         if not enabled:
             return
@@ -99,6 +106,7 @@ class MetricsLog:
         parts = [f"step {step}", f"tokens {tokens:,}", f"loss {m['loss']:.4f}"]
         if "val_loss" in m:
             parts.append(f"val {m['val_loss']:.4f} (ppl {m['val_ppl']:.1f})")
+        parts += task_parts(m)
         parts += [f"lr {m['lr']:.2e}", f"grad {m['grad_norm']:.2f}", f"{m['tokens_per_sec']:,.0f} tok/s"]
         if "mfu" in m:
             parts.append(f"MFU {m['mfu']:.1%}")

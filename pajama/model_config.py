@@ -25,12 +25,29 @@ class ModelConfig:
     norm_eps: float = 1e-6
     rope_base: float = 10000.0
     intermediate_size: int | None = None  # None: LLaMA's round-up-to-256(int(8*d/3))
+    n_kv_head: int | None = None  # key/value heads (grouped-query attention); None: n_head; 1: multi-query
+    tie_embeddings: bool = False  # the output projection is the embedding table (Llama 3.2 1B/3B)
+    # Llama 3.1's rotary frequency scaling ("llama3" in Hugging Face configs); factor None: none.
+    rope_scaling_factor: float | None = None
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_context: int = 8192
+    family: str = "LLaMA"  # the published family the shape comes from, for listings
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise PajamaError(f"model {self.name}: n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
         if self.head_size % 2:
             raise PajamaError(f"model {self.name}: head size {self.head_size} must be even for rotary embeddings")
+        if self.n_kv_head is None:
+            object.__setattr__(self, "n_kv_head", self.n_head)
+        if not 1 <= self.n_kv_head <= self.n_head or self.n_head % self.n_kv_head:
+            raise PajamaError(f"model {self.name}: n_head {self.n_head} is not a multiple of n_kv_head {self.n_kv_head}")
+        if self.rope_scaling_factor is not None and not (self.rope_scaling_factor >= 1 and self.rope_high_freq_factor > self.rope_low_freq_factor > 0):
+            raise PajamaError(
+                f"model {self.name}: rotary scaling needs factor >= 1 and high_freq_factor > low_freq_factor > 0, "
+                f"got {self.rope_scaling_factor}, {self.rope_high_freq_factor}, {self.rope_low_freq_factor}"
+            )
         if self.intermediate_size is None:
             hidden = int(8 * self.n_embd / 3)
             object.__setattr__(self, "intermediate_size", 256 * math.ceil(hidden / 256))
@@ -39,19 +56,29 @@ class ModelConfig:
     def head_size(self) -> int:
         return self.n_embd // self.n_head
 
+    @property
+    def kv_size(self) -> int:
+        """Width of the key (and of the value) projection: n_kv_head heads."""
+        return self.n_kv_head * self.head_size
+
     def replace(self, **changes) -> "ModelConfig":
         fields = asdict(self)
         fields.update(changes)
         if "n_embd" in changes and "intermediate_size" not in changes:
             fields["intermediate_size"] = None
+        if "n_head" in changes and "n_kv_head" not in changes and self.n_kv_head == self.n_head:
+            fields["n_kv_head"] = None  # multi-head attention stays multi-head
         return ModelConfig(**fields)
 
     def num_parameters(self, embeddings: bool = True) -> int:
-        """Exact parameter count, computed from the shape (no weights allocated)."""
+        """Exact parameter count, computed from the shape (no weights allocated); a tied output
+        projection is the embedding table, counted once."""
         d, h = self.n_embd, self.intermediate_size
-        per_layer = 4 * d * d + 3 * d * h + 2 * d  # q k v o, gate up down, two RMSNorms
+        per_layer = 2 * d * d + 2 * d * self.kv_size + 3 * d * h + 2 * d  # q o, k v, gate up down, two RMSNorms
         body = self.n_layer * per_layer + d  # + final RMSNorm
-        return body + 2 * self.vocab_size * d if embeddings else body
+        if not embeddings:
+            return body
+        return body + (1 if self.tie_embeddings else 2) * self.vocab_size * d
 
     def flops_per_token(self, seq_len: int) -> int:
         """Training FLOPs per token, PaLM appendix B: 6*N + 12*L*d*T, with N the non-embedding
@@ -60,19 +87,31 @@ class ModelConfig:
         return 6 * n + 12 * self.n_layer * self.n_embd * seq_len
 
 
+# Llama 3.2's shared settings: its vocabulary, tied embeddings, rotary base and scaling (factor 32).
+# The context is the pre-training one (8192), not the 131072 its scaling extends to.
+LLAMA3_2 = dict(vocab_size=128256, block_size=8192, norm_eps=1e-5, tie_embeddings=True, rope_base=500000.0,
+                rope_scaling_factor=32.0, family="Llama 3.2")  # fmt: skip
+
 PRESETS: dict[str, ModelConfig] = {
     c.name: c
     for c in [
         # Small shapes for CPUs, tests and quick experiments (head size 32-64, context 256-2048).
-        ModelConfig("tiny", n_layer=2, n_head=2, n_embd=64, block_size=256),
-        ModelConfig("small", n_layer=4, n_head=4, n_embd=256, block_size=512),
-        ModelConfig("medium", n_layer=12, n_head=12, n_embd=768, block_size=2048),
-        ModelConfig("1B", n_layer=18, n_head=16, n_embd=2048, block_size=2048),
+        ModelConfig("tiny", n_layer=2, n_head=2, n_embd=64, block_size=256, family="small"),
+        ModelConfig("small", n_layer=4, n_head=4, n_embd=256, block_size=512, family="small"),
+        ModelConfig("medium", n_layer=12, n_head=12, n_embd=768, block_size=2048, family="small"),
+        ModelConfig("1B", n_layer=18, n_head=16, n_embd=2048, block_size=2048, family="small"),
         # Meta's LLaMA v1 shapes (head size 128).
         ModelConfig("7B", n_layer=32, n_head=32, n_embd=4096),
         ModelConfig("13B", n_layer=40, n_head=40, n_embd=5120),
         ModelConfig("30B", n_layer=60, n_head=52, n_embd=6656),
         ModelConfig("65B", n_layer=80, n_head=64, n_embd=8192),
+        # The family as trained since: grouped-query attention, tied embeddings, rotary base 500000.
+        ModelConfig("tinyllama-1.1b", n_layer=22, n_head=32, n_embd=2048, n_kv_head=4, intermediate_size=5632, norm_eps=1e-5, family="TinyLlama"),
+        ModelConfig("llama2-7b", n_layer=32, n_head=32, n_embd=4096, block_size=4096, norm_eps=1e-5, family="Llama 2"),
+        ModelConfig("llama3.2-1b", n_layer=16, n_head=32, n_embd=2048, n_kv_head=8, intermediate_size=8192, **LLAMA3_2),
+        ModelConfig("llama3.2-3b", n_layer=28, n_head=24, n_embd=3072, n_kv_head=8, intermediate_size=8192, **LLAMA3_2),
+        ModelConfig("llama3-8b", n_layer=32, n_head=32, n_embd=4096, n_kv_head=8, intermediate_size=14336, vocab_size=128256, block_size=8192,
+                    norm_eps=1e-5, rope_base=500000.0, family="Llama 3"),  # fmt: skip
     ]
 }
 

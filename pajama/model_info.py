@@ -37,18 +37,22 @@ def model(
         raise PajamaError(f"--precision must be {', '.join(PRECISIONS)}, got {precision!r}")
     if name is None:
         for config in PRESETS.values():
-            print(f"{config.name:<8}{config.num_parameters():>17,}  ({config.n_layer} layers, d {config.n_embd}, {config.n_head} heads)")
+            print(f"{config.name:<16}{config.num_parameters():>15,}  {config.family:<10} {_shape(config)}")
         return
     config = preset(name)
-    print(f"model {config.name}")
+    print(f"model {config.name} ({config.family})")
     print(f"  parameters      {config.num_parameters():,}")
     print(f"  non-embedding   {config.num_parameters(embeddings=False):,}")
     print(f"  layers          {config.n_layer}")
-    print(f"  heads           {config.n_head} (head size {config.head_size})")
+    print(f"  heads           {config.n_head} (head size {config.head_size}), {_kv(config)}")
     print(f"  d_model         {config.n_embd}")
     print(f"  MLP hidden      {config.intermediate_size}")
-    print(f"  vocab           {config.vocab_size}")
+    print(f"  vocab           {config.vocab_size}" + (", output tied to the embeddings" if config.tie_embeddings else ""))
     print(f"  context         {config.block_size}")
+    print(f"  rotary          base {config.rope_base:g}" + (
+        f", Llama 3 scaling (factor {config.rope_scaling_factor:g}, low/high frequency factors "
+        f"{config.rope_low_freq_factor:g}/{config.rope_high_freq_factor:g}, original context {config.rope_original_context})"
+        if config.rope_scaling_factor else ""))  # fmt: skip
     print(f"  norm eps        {config.norm_eps}")
     print(f"  train FLOPs/tok {config.flops_per_token(config.block_size):,} (6N + 12LdT, N without the embedding table, with lm_head)")
     planned = devices > 1 or num_nodes > 1 or block_size is not None or strategy != "auto" or activation_checkpointing is not None or precision != "bf16-mixed"
@@ -58,3 +62,16 @@ def model(
         world = devices * num_nodes
         chosen = strategy if strategy != "auto" else ("fsdp" if world > 1 else "single")
         print(format_plan(config, world, micro_batch_size, block_size or config.block_size, chosen, activation_checkpointing, precision))
+
+
+def _kv(config) -> str:
+    if config.n_kv_head == config.n_head:
+        return "multi-head attention"
+    if config.n_kv_head == 1:
+        return "multi-query attention"
+    return f"{config.n_kv_head} key/value heads (grouped-query attention)"
+
+
+def _shape(config) -> str:
+    kv = f", {config.n_kv_head} KV heads" if config.n_kv_head != config.n_head else ""
+    return f"{config.n_layer} layers, d {config.n_embd}, {config.n_head} heads{kv}, vocab {config.vocab_size}" + (", tied" if config.tie_embeddings else "")

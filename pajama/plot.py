@@ -14,6 +14,8 @@ METRICS = "metrics.csv"
 def plot(run_dir: Path, output: Path | None = None) -> Path:
     """Plot a run's training and validation loss, learning rate and throughput to a PNG.
 
+    Runs with ``--eval_tasks`` also get their downstream-task curves (``task/...`` columns).
+
     Reads ``metrics.csv`` of a pajama pretrain out_dir; the x axis is tokens seen. Needs
     matplotlib (pip install 'pajama[plot]').
 
@@ -43,6 +45,8 @@ def plot(run_dir: Path, output: Path | None = None) -> Path:
     if not train[0] and not val[0]:
         raise PajamaError(f"{path}: no loss logged yet")
     subsets = sorted(c for c in columns if c.startswith("val_loss/"))
+    task_curves = [(c, series(c)) for c in columns if c.startswith("task/")]  # pretrain --eval_tasks
+    task_curves = [(c, data) for c, data in task_curves if data[0]]
 
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -51,9 +55,17 @@ def plot(run_dir: Path, output: Path | None = None) -> Path:
         raise PajamaError("plotting needs matplotlib: pip install 'pajama[plot]'") from None
 
     # A bare Figure on the Agg canvas: no pyplot, so no global backend is chosen or changed.
-    fig = Figure(figsize=(9, 10), layout="constrained")
+    fig = Figure(figsize=(9, 13 if task_curves else 10), layout="constrained")
     FigureCanvasAgg(fig)
-    ax_loss, ax_lr, ax_speed = fig.subplots(3, 1, sharex=True, height_ratios=(2, 1, 1))
+    if task_curves:
+        ax_loss, ax_tasks, ax_lr, ax_speed = fig.subplots(4, 1, sharex=True, height_ratios=(2, 1.5, 1, 1))
+        for name, data in task_curves:
+            ax_tasks.plot(*data, "o-", lw=1, ms=3, label=name.removeprefix("task/"))
+        ax_tasks.set_ylabel("downstream tasks")
+        ax_tasks.grid(alpha=0.3)
+        ax_tasks.legend(fontsize="small")
+    else:
+        ax_loss, ax_lr, ax_speed = fig.subplots(3, 1, sharex=True, height_ratios=(2, 1, 1))
     fig.suptitle(f"pajama: {run_dir.resolve().name}")
     if train[0]:
         ax_loss.plot(*train, lw=1, alpha=0.8, label="training loss")

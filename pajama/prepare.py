@@ -9,6 +9,9 @@ redoing the units without a record; and nodes need no coordinator: the units are
 to the nodes by a deterministic rule (largest first, to the least loaded), and whichever node
 finishes last writes ``manifest.json``.
 
+A copy of the tokenizer stays beside the manifest (``tokenizer.model`` or ``tokenizer.json``,
+see ``copy_to``), so the data can be decoded without looking for it.
+
 Each document becomes ``BOS ids EOS``; documents are packed back to back. The last chunk of
 every unit is padded with EOS up to the chunk size; the manifest records how many tokens of
 each chunk file are real, and training reads only those.
@@ -35,7 +38,7 @@ from pajama import PajamaError, usable_cpus
 from pajama.chunks import ChunkWriter, chunk_name, dtype_for_vocab, write_atomic
 from pajama.progress import progress_bar
 from pajama.sources import BadLines, DocumentReader, SourceFile, UnreadableInput, find_source_files
-from pajama.tokenizer import BATCH_CHARS, Tokenizer
+from pajama.tokenizer import BATCH_CHARS, COPY_NAMES, AnyTokenizer, load_tokenizer
 
 MANIFEST = "manifest.json"
 SETTINGS = "prepare.json"
@@ -118,7 +121,7 @@ def prepare_unit(
     destination: Path,
     chunk_size: int,
     strict: bool,
-    tokenizer: Tokenizer,
+    tokenizer: AnyTokenizer,
     report: Callable[[int, int], None] | None = None,
     threads: Callable[[], int] = lambda: 1,
 ) -> dict:
@@ -208,7 +211,7 @@ def _free_cores(idle, workers: int) -> int:
     return workers // (workers - idle.value)
 
 
-def _helper(tokenizer: Tokenizer, destination: Path, chunk_size: int, strict: bool, tasks, results, idle, workers: int) -> None:
+def _helper(tokenizer: AnyTokenizer, destination: Path, chunk_size: int, strict: bool, tasks, results, idle, workers: int) -> None:
     """A helper process: prepare units from ``tasks`` until ``None``, reporting to ``results``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what an interrupt does
     _exit_with_parent()
@@ -242,7 +245,7 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _run_units(todo: list[Unit], destination: Path, tokenizer: Tokenizer, chunk_size: int, strict: bool, workers: int) -> None:
+def _run_units(todo: list[Unit], destination: Path, tokenizer: AnyTokenizer, chunk_size: int, strict: bool, workers: int) -> None:
     """Run the units with a progress bar; largest first, so the tail of the job stays parallel.
 
     This process prepares units itself, next to ``workers - 1`` helper processes that take
@@ -365,8 +368,10 @@ def prepare(
     Args:
         source_path: RedPajama-Data-1T directory (one folder per subset), or with --sample True
             the RedPajama-Data-1T-Sample directory of 11 files.
-        tokenizer_path: SentencePiece ``tokenizer.model`` (or the directory holding it).
-        destination_path: output directory for chunk files, ``manifest.json`` and ``units/``.
+        tokenizer_path: SentencePiece tokenizer.model, Hugging Face tokenizer.json, or a directory
+            holding one (both: the tokenizer.model). A copy is kept in destination_path.
+        destination_path: output directory for chunk files, ``manifest.json``, ``units/`` and a copy
+            of the tokenizer.
         sample: the source has the Sample's flat layout.
         chunk_size: tokens per chunk file (the howto: 2049 * 1024).
         subsets: only these subsets (default: every subset present; an absent one is skipped).
@@ -382,7 +387,7 @@ def prepare(
     """
     started = time.time()
     destination = Path(destination_path).expanduser().resolve()
-    tokenizer = Tokenizer(Path(tokenizer_path).expanduser().resolve())
+    tokenizer = load_tokenizer(Path(tokenizer_path).expanduser().resolve())
     if chunk_size < 1:
         raise PajamaError(f"--chunk_size must be positive, got {chunk_size}")
     if not unit_mb > 0:
@@ -401,7 +406,8 @@ def prepare(
         "unit_mb": float(unit_mb),
         "subsets": sorted(subsets) if subsets else None,
     }
-    _claim_destination(destination, settings, overwrite)
+    _claim_destination(destination, settings, overwrite, keep=tokenizer.files)
+    tokenizer.copy_to(destination)  # every node, on every run: the same bytes, written only if missing
     units = plan_units(files, int(unit_mb * (1 << 20)))
     mine = share_units(units, num_nodes, node_rank)
     records = load_records(destination)
@@ -459,12 +465,18 @@ def _node_share(num_nodes: int | None, node_rank: int | None) -> tuple[int, int]
     return num_nodes, node_rank
 
 
-def _claim_destination(destination: Path, settings: dict, overwrite: bool) -> None:
-    """Refuse to mix output of other settings, or foreign chunk files, into one destination."""
+def _claim_destination(destination: Path, settings: dict, overwrite: bool, keep: list[Path] = ()) -> None:
+    """Refuse to mix output of other settings, or foreign chunk files, into one destination.
+    ``overwrite`` deletes earlier output, the tokenizer copy included, but not the files in
+    ``keep`` (the tokenizer in use, should it live there)."""
     path = destination / SETTINGS
     if overwrite and destination.exists():
         for name in (MANIFEST, SETTINGS):
             (destination / name).unlink(missing_ok=True)
+        kept = {p.resolve() for p in keep}
+        for name in COPY_NAMES:
+            if (destination / name).resolve() not in kept:
+                (destination / name).unlink(missing_ok=True)
         shutil.rmtree(destination / UNITS, ignore_errors=True)
         for p in destination.iterdir():
             if p.name.endswith(".bin") or (p.name.startswith(".") and p.name.endswith(".tmp")):
@@ -535,14 +547,21 @@ def _totals(records: list[dict]) -> tuple[dict[str, dict], dict[str, dict]]:
     return subsets, sources
 
 
-def build_manifest(records: list[dict], settings: dict, tokenizer: Tokenizer) -> dict:
+def build_manifest(records: list[dict], settings: dict, tokenizer: AnyTokenizer) -> dict:
     """The manifest: settings, per-subset and per-source totals, and every chunk file with
     its subset and real token count, in training order. Deterministic: sorted, no timings."""
     records = sorted(records, key=lambda r: unit_order(r["unit"]))
     subsets, sources = _totals(records)
     return {
         "format": FORMAT,
-        "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id},
+        "tokenizer": {
+            "kind": tokenizer.kind,
+            "file": tokenizer.file_name,  # its copy, beside the manifest
+            "sha256": tokenizer.sha256,
+            "vocab_size": tokenizer.vocab_size,
+            "bos_id": tokenizer.bos_id,
+            "eos_id": tokenizer.eos_id,
+        },
         "chunk_size": settings["chunk_size"],
         "dtype": settings["dtype"],
         "filler": tokenizer.eos_id,

@@ -141,5 +141,5 @@ def quickstart(
         f"  data         {data_dir} (manifest.json)\n"
         f"  checkpoints  {run_dir / 'checkpoints'}\n"
         f"  metrics      {run_dir / 'metrics.csv'}\n"
-        f"sample again:  pajama generate --checkpoint {run_dir} --tokenizer_path {tokenizer_path} --prompt 'Python is'"
+        f"sample again:  pajama generate --checkpoint {run_dir} --prompt 'Python is'"
     )

@@ -17,9 +17,9 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,12 +28,13 @@ import torch.nn.functional as F
 from pajama import PajamaError, checkpoint, memory, usable_cpus
 from pajama.hardware import available_memory
 from pajama.loader import MixtureSampler, PreparedData, load_prepared, mixture, split_blocks, validation_samples
-from pajama.metrics import MetricsLog, peak_flops, peak_memory_gb
-from pajama.model import LLaMA
+from pajama.metrics import MetricsLog, peak_flops, peak_memory_gb, task_parts
+from pajama.model import LLaMA, document_ids
 from pajama.model_config import ModelConfig, preset
 from pajama.precision import choose_precision, compute_dtype
 from pajama.progress import progress_bar
 from pajama.sources import LLAMA_WEIGHTS
+from pajama.tokenizer import find_tokenizer
 
 # Lightning is imported only where a run starts (``_fabric``): it takes seconds to import, which
 # every other command, and ``--help``, can skip. (Not even for type hints: the CLI's signature
@@ -60,6 +61,8 @@ class TrainConfig:
     """Separate prepared validation data; default: hold out the tail of each training subset."""
     model_name: str = "7B"
     """Model preset (``pajama model`` lists them)."""
+    model_overrides: dict[str, Any] | None = None
+    """Changes to the preset's shape, e.g. '{n_layer: 4, n_embd: 256, n_kv_head: 2, tie_embeddings: true}' (fields of pajama.model_config.ModelConfig; the vocabulary always comes from the data)."""
     out_dir: Path = Path("out/training")
     """Checkpoints, metrics.csv and config.json go here."""
     devices: int = 1
@@ -96,6 +99,12 @@ class TrainConfig:
     """Optimizer steps between validations."""
     eval_iters: int = 100
     """Validation micro-batches per evaluation (the number of sequences is eval_iters * micro_batch_size)."""
+    eval_tasks: str | list[str] | None = None
+    """lm-evaluation-harness tasks to evaluate at every eval_interval, comma-separated (hellaswag,arc_easy; tinyllama: TinyLlama's seven); needs pip install 'pajama[eval]'. Accuracies go to metrics.csv as task/<task>/<metric>."""
+    eval_task_limit: int | None = None
+    """Examples per task at each evaluation of --eval_tasks (default: all)."""
+    eval_task_include_path: Path | None = None
+    """Directory of task YAML files in the harness's format, for --eval_tasks defined locally."""
     log_interval: int = 1
     """Optimizer steps between metric rows and console lines."""
     block_size: int | None = None
@@ -113,6 +122,8 @@ class TrainConfig:
     """torch.compile each transformer block."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward pass to save memory."""
+    document_mask: bool = False
+    """Each token attends only to earlier tokens of its own document (packed sequences; documents start at BOS), through an explicit attention mask."""
     max_time: str | None = None
     """Wall-clock budget from the start of the command ("HH:MM:SS", "D-HH:MM:SS" or seconds): checkpoint and exit 75 before it runs out."""
     max_bad_steps: int = 5
@@ -178,10 +189,16 @@ def _validate(config: TrainConfig) -> None:
             "which a fresh run would mix with its own: use another --out_dir, or delete them"
         )
     # Clear errors before any process starts.
-    preset(config.model_name)
+    _preset_shape(config)
     load_prepared(config.train_data_dir)
     if config.max_time is not None:
         _parse_duration(config.max_time)
+    if config.eval_task_limit is not None and config.eval_task_limit < 1:
+        raise PajamaError(f"--eval_task_limit must be >= 1, got {config.eval_task_limit}")
+    if config.eval_tasks:
+        from pajama.evaluation.harness import check_tasks
+
+        check_tasks(config.eval_tasks, config.eval_task_include_path)  # the extra installed, every name known
 
 
 def _parse_duration(text: str) -> float:
@@ -305,6 +322,89 @@ def _cpu_threads(devices: int) -> int:
 
 
 def _run(fabric, config: TrainConfig, started: float, notes: list[str]) -> None:
+    """Set up, then train until max_iters, a stop request or too many bad steps."""
+    run = _setup(fabric, config, notes)
+    config, state, rank = run.config, run.state, fabric.global_rank
+    step, tokens = state["step"], state["tokens"]
+    if step >= config.max_iters:
+        fabric.print(f"already at step {step}, --max_iters {config.max_iters}: nothing to train (raise --max_iters to go on)")
+    stop = _StopSignals(config.max_time, announce=rank == 0, started=started)
+    if step == 0 and (initial := _evaluate(fabric, run) | _evaluate_tasks(fabric, run)):
+        run.log.write(0, tokens, initial)
+        fabric.print(" | ".join(["step 0", *([f"val {initial['val_loss']:.4f} (ppl {initial['val_ppl']:.1f})"] if "val_loss" in initial else []), *task_parts(initial)]))
+    bar = progress_bar(total=config.max_iters, initial=step, desc="pretrain", unit="step", disable=rank != 0, dynamic_ncols=True)
+    bad_steps = 0
+    while step < config.max_iters:
+        t0 = time.perf_counter()
+        lr = _learning_rate(step, config)
+        result = _train_step(fabric, run, lr)
+        step += 1
+        tokens += run.tokens_per_step
+        _sync(fabric)
+        step_time = time.perf_counter() - t0
+        bar.update(1)
+        if result.finite:
+            bad_steps = 0
+        elif not result.overflow:
+            bad_steps += 1
+        if result.overflow:
+            fabric.print(f"step {step}: gradients overflow fp16 at loss scale {result.loss_scale:g}: update skipped, scale now {run.scaler.get_scale():g}")
+        elif not result.finite:
+            fabric.print(f"step {step}: non-finite loss {result.loss} or gradient norm {result.grad_norm}: update skipped ({bad_steps} in a row)")
+        evaluate_now = step % config.eval_interval == 0 or step == config.max_iters
+        if step % config.log_interval == 0 or evaluate_now or not result.finite:
+            metrics = _step_metrics(fabric, run, result, lr, step_time) | (_evaluate(fabric, run) | _evaluate_tasks(fabric, run) if evaluate_now else {})
+            run.log.write(step, tokens, metrics)
+            bar.set_postfix_str(f"loss {metrics['loss']:.3f} {metrics['tokens_per_sec']:,.0f} tok/s", refresh=False)
+            if rank == 0:
+                bar.write(run.log.console_line(step, tokens, metrics))
+        if bad_steps >= config.max_bad_steps:
+            last = checkpoint.list_checkpoints(run.out_dir)
+            raise PajamaError(f"stopped after {bad_steps} consecutive non-finite steps (lower --learning_rate?); last good checkpoint: {last[-1] if last else 'none'}")
+        preempted = stop.requested(fabric)
+        if step % config.save_interval == 0 or step == config.max_iters or preempted:
+            path = _save(fabric, run, step, tokens)
+            if rank == 0:
+                bar.write(f"saved {path}")
+        if preempted and step < config.max_iters:  # stopped on the last step: the run is done, nothing to requeue
+            bar.close()
+            run.log.close()
+            fabric.print(f"stopping at step {step} ({stop.reason}); checkpoint saved; rerun the same command to resume")
+            raise SystemExit(stop.exit_code)
+    bar.close()
+    run.log.close()
+    fabric.print(f"done: {step} steps, {tokens:,} tokens; checkpoints in {run.out_dir / checkpoint.CHECKPOINTS}")
+
+
+@dataclass
+class _Training:
+    """What a run holds once set up: the model and optimizer (Fabric-wrapped), the data, the
+    state a checkpoint saves, and what each step needs to know."""
+
+    config: TrainConfig
+    model_config: ModelConfig
+    model: Any
+    optimizer: Any
+    scaler: Any  # fp16 only: dynamic loss scaling; else None
+    sampler: MixtureSampler
+    val_splits: dict
+    val_samples: list
+    block: int  # tokens per sample: the context plus the next-token target
+    accum: int  # micro-batches per optimizer step on each device
+    doc_bos: int | None  # --document_mask: documents start at this id
+    state: dict  # what a checkpoint holds
+    meta: dict  # what a checkpoint's meta.json says
+    tokenizer: Any  # the data's tokenizer, copied into every checkpoint; None if the data keeps none
+    out_dir: Path
+    log: MetricsLog
+    tokens_per_step: int
+    flops_per_token: int
+    peak_flops: float | None
+    tasks: Any = None  # --eval_tasks: pajama.evaluation.in_loop.TrainingTasks
+
+
+def _setup(fabric, config: TrainConfig, notes: list[str]) -> _Training:
+    """Data, model, optimizer and state (resumed when there is a checkpoint to resume)."""
     if fabric.device.type == "cpu":
         torch.set_num_threads(_cpu_threads(config.devices))
     for line in notes:
@@ -356,7 +456,7 @@ def _run(fabric, config: TrainConfig, started: float, notes: list[str]) -> None:
     config = _choose_micro_batch(fabric, config, model, model_config, resuming)
     val_samples = validation_samples(val_splits, config.mixture, config.eval_iters * config.micro_batch_size)
     accum = config.batch_size // (config.micro_batch_size * world)
-    scaler = getattr(fabric.strategy.precision, "scaler", None)  # fp16 only: dynamic loss scaling
+    scaler = getattr(fabric.strategy.precision, "scaler", None)
 
     meta = {
         "model": asdict(model_config),
@@ -376,15 +476,26 @@ def _run(fabric, config: TrainConfig, started: float, notes: list[str]) -> None:
         fabric.seed_everything(config.seed + rank)
     else:
         checkpoint.set_rng_state(state["rng"])
-    step, tokens = state["step"], state["tokens"]
+    # The tokenizer travels with the run, so that generate, evaluate and export find it.
+    tokenizer = find_tokenizer(train_data.directory, train_data.tokenizer_sha256) if train_data.tokenizer_sha256 else None
+    if tokenizer is None:
+        fabric.print(f"note: {train_data.directory} keeps no copy of its tokenizer: give --tokenizer_path to generate and export")
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(meta, indent=1))
+        if tokenizer is not None:
+            tokenizer.copy_to(out_dir)
+
+    tasks = None
+    if config.eval_tasks:
+        from pajama.evaluation.in_loop import TrainingTasks
+
+        tasks = TrainingTasks(
+            fabric, config.eval_tasks, config.eval_task_limit, config.eval_task_include_path, model_config, tokenizer,
+            batch_size=config.micro_batch_size, precision=config.precision,
+        )  # fmt: skip
 
     tokens_per_step = config.batch_size * model_config.block_size
-    flops_per_token = model_config.flops_per_token(model_config.block_size)
-    peak = peak_flops(fabric.device, config.peak_tflops)
-    log = MetricsLog(out_dir, sorted(val_splits), config.logger, resume_step=step, enabled=rank == 0)
     fabric.print(
         f"model {model_config.name}: {model_config.num_parameters():,} parameters, context {model_config.block_size}, vocab {model_config.vocab_size}\n"
         f"data: {', '.join(f'{n} {s.tokens:,}' for n, s in train_data.streams.items())} tokens; "
@@ -392,112 +503,92 @@ def _run(fabric, config: TrainConfig, started: float, notes: list[str]) -> None:
         f"{_mixture_line(sampler.names, config.mixture)}\n"
         f"{world} device(s) x {config.micro_batch_size} sequences x {accum} accumulation = {config.batch_size} sequences "
         f"({tokens_per_step:,} tokens) per step; {config.max_iters} steps"
-        + (f"; resumed from {resuming} at step {step}" if resuming else "")
+        + (f"; resumed from {resuming} at step {state['step']}" if resuming else "")
     )
-    if step >= config.max_iters:
-        fabric.print(f"already at step {step}, --max_iters {config.max_iters}: nothing to train (raise --max_iters to go on)")
+    return _Training(
+        config=config, model_config=model_config, model=model, optimizer=optimizer, scaler=scaler, sampler=sampler,
+        val_splits=val_splits, val_samples=val_samples, block=block, accum=accum,
+        doc_bos=train_data.bos_id if config.document_mask else None, state=state, meta=meta, tokenizer=tokenizer, out_dir=out_dir,
+        log=MetricsLog(out_dir, sorted(val_splits), config.logger, resume_step=state["step"], enabled=rank == 0, extra_columns=tasks.columns if tasks else ()),
+        tokens_per_step=tokens_per_step, flops_per_token=model_config.flops_per_token(model_config.block_size),
+        peak_flops=peak_flops(fabric.device, config.peak_tflops), tasks=tasks,
+    )  # fmt: skip
 
-    stop = _StopSignals(config.max_time, announce=rank == 0, started=started)
-    if step == 0:
-        initial = _evaluate(fabric, model, val_splits, val_samples, config, block)
-        if initial:
-            log.write(0, tokens, initial)
-            fabric.print(f"step 0 | val {initial['val_loss']:.4f} (ppl {initial['val_ppl']:.1f})")
-    bar = progress_bar(total=config.max_iters, initial=step, desc="pretrain", unit="step", disable=rank != 0, dynamic_ncols=True)
-    bad_steps = 0
-    while step < config.max_iters:
-        t0 = time.perf_counter()
-        lr = _learning_rate(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        samples = sampler.draw(config.batch_size)
-        mine = samples[rank * accum * config.micro_batch_size : (rank + 1) * accum * config.micro_batch_size]
-        loss_sum = torch.zeros((), device=fabric.device)
-        data_time = 0.0
-        model.train()
-        for micro in range(accum):
-            td = time.perf_counter()
-            batch = sampler.read(mine[micro * config.micro_batch_size : (micro + 1) * config.micro_batch_size])
-            batch = torch.from_numpy(batch).to(fabric.device, non_blocking=True)
-            data_time += time.perf_counter() - td
-            with fabric.no_backward_sync(model, enabled=micro < accum - 1):
-                logits = model(batch[:, :-1])
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
-                fabric.backward(loss / accum)
-            loss_sum += loss.detach()
-        max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")  # inf: measure, don't clip
-        grad_norm = fabric.clip_gradients(model, optimizer, max_norm=max_norm, error_if_nonfinite=False)
-        grad_norm = _full(grad_norm)
-        loss_avg = fabric.all_reduce(loss_sum / accum, reduce_op="mean")
-        finite = bool(torch.isfinite(loss_avg)) and bool(torch.isfinite(grad_norm))
-        # Under fp16, gradients that overflow at this loss scale are the scaler's to handle: it
-        # skips the update and lowers the scale. Not a bad step: the model is fine.
-        # Once the scale has collapsed below 1, overflowing gradients are the model's fault.
-        loss_scale = scaler.get_scale() if scaler is not None else None
-        overflow = scaler is not None and not finite and bool(torch.isfinite(loss_avg)) and loss_scale >= 1
-        if finite or scaler is not None:
-            optimizer.step()  # with a scaler: skipped on non-finite gradients, and the scale updated
-        if finite:
-            bad_steps = 0
-        elif overflow:
-            fabric.print(f"step {step + 1}: gradients overflow fp16 at loss scale {loss_scale:g}: update skipped, scale now {scaler.get_scale():g}")
-        else:
-            bad_steps += 1
-            fabric.print(f"step {step + 1}: non-finite loss {float(loss_avg)} or gradient norm {float(grad_norm)}: update skipped ({bad_steps} in a row)")
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        tokens += tokens_per_step
-        _sync(fabric)
-        step_time = time.perf_counter() - t0
-        bar.update(1)
 
-        evaluate_now = step % config.eval_interval == 0 or step == config.max_iters
-        if step % config.log_interval == 0 or evaluate_now or not finite:
-            metrics = {
-                "loss": float(loss_avg),
-                "lr": lr,
-                "grad_norm": float(grad_norm),
-                "tokens_per_sec": tokens_per_step / step_time,
-                "tokens_per_sec_per_device": tokens_per_step / step_time / world,
-                "step_time": step_time,
-                "data_wait": data_time / step_time,
-                "peak_memory_gb": peak_memory_gb(fabric.device),
-                "skipped": 0 if finite else 1,
-            }
-            if scaler is not None:
-                metrics["loss_scale"] = loss_scale
-            if peak:
-                metrics["mfu"] = flops_per_token * tokens_per_step / step_time / (peak * world)
-            if evaluate_now:
-                metrics.update(_evaluate(fabric, model, val_splits, val_samples, config, block))
-            log.write(step, tokens, metrics)
-            bar.set_postfix_str(f"loss {metrics['loss']:.3f} {metrics['tokens_per_sec']:,.0f} tok/s", refresh=False)
-            if rank == 0:
-                bar.write(log.console_line(step, tokens, metrics))
+@dataclass
+class _StepResult:
+    loss: float  # mean over the global batch
+    grad_norm: float  # before clipping
+    finite: bool  # loss and gradient norm both finite
+    overflow: bool  # fp16: gradients overflowed at this loss scale, which the scaler handles (not a bad step)
+    loss_scale: float | None  # fp16: the scale this step ran at
+    data_time: float  # seconds spent reading batches
 
-        if bad_steps >= config.max_bad_steps:
-            last = checkpoint.list_checkpoints(out_dir)
-            raise PajamaError(
-                f"stopped after {bad_steps} consecutive non-finite steps (lower --learning_rate?); "
-                f"last good checkpoint: {last[-1] if last else 'none'}"
-            )
-        preempted = stop.requested(fabric)
-        if step % config.save_interval == 0 or step == config.max_iters or preempted:
-            state.update(step=step, tokens=tokens, sampler=sampler.state_dict(), rng=checkpoint.rng_state())
-            if scaler is not None:
-                state["grad_scaler"] = scaler.state_dict()
-            _check_finite(fabric, model)
-            path = checkpoint.save(fabric, out_dir, step, state, meta | {"step": step, "tokens": tokens}, config.keep_last)
-            if rank == 0:
-                bar.write(f"saved {path}")
-        if preempted and step < config.max_iters:  # stopped on the last step: the run is done, nothing to requeue
-            bar.close()
-            log.close()
-            fabric.print(f"stopping at step {step} ({stop.reason}); checkpoint saved; rerun the same command to resume")
-            raise SystemExit(stop.exit_code)
-    bar.close()
-    log.close()
-    fabric.print(f"done: {step} steps, {tokens:,} tokens; checkpoints in {out_dir / checkpoint.CHECKPOINTS}")
+
+def _train_step(fabric, run: _Training, lr: float) -> _StepResult:
+    """One optimizer step on this rank's share of the next global batch: forward and backward
+    over the micro-batches (gradients synchronised on the last), clip, update."""
+    config, model, optimizer, scaler = run.config, run.model, run.optimizer, run.scaler
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    samples = run.sampler.draw(config.batch_size)
+    share = run.accum * config.micro_batch_size
+    mine = samples[fabric.global_rank * share : (fabric.global_rank + 1) * share]
+    loss_sum = torch.zeros((), device=fabric.device)
+    data_time = 0.0
+    model.train()
+    for micro in range(run.accum):
+        td = time.perf_counter()
+        batch = run.sampler.read(mine[micro * config.micro_batch_size : (micro + 1) * config.micro_batch_size])
+        batch = torch.from_numpy(batch).to(fabric.device, non_blocking=True)
+        data_time += time.perf_counter() - td
+        with fabric.no_backward_sync(model, enabled=micro < run.accum - 1):
+            logits = _logits(model, batch[:, :-1], run.doc_bos)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
+            fabric.backward(loss / run.accum)
+        loss_sum += loss.detach()
+    max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")  # inf: measure, don't clip
+    grad_norm = _full(fabric.clip_gradients(model, optimizer, max_norm=max_norm, error_if_nonfinite=False))
+    loss_avg = fabric.all_reduce(loss_sum / run.accum, reduce_op="mean")
+    finite = bool(torch.isfinite(loss_avg)) and bool(torch.isfinite(grad_norm))
+    # Under fp16, gradients that overflow at this loss scale are the scaler's to handle: it
+    # skips the update and lowers the scale. Not a bad step: the model is fine.
+    # Once the scale has collapsed below 1, overflowing gradients are the model's fault.
+    loss_scale = scaler.get_scale() if scaler is not None else None
+    overflow = scaler is not None and not finite and bool(torch.isfinite(loss_avg)) and loss_scale >= 1
+    if finite or scaler is not None:
+        optimizer.step()  # with a scaler: skipped on non-finite gradients, and the scale updated
+    optimizer.zero_grad(set_to_none=True)
+    return _StepResult(float(loss_avg), float(grad_norm), finite, overflow, loss_scale, data_time)
+
+
+def _step_metrics(fabric, run: _Training, result: _StepResult, lr: float, step_time: float) -> dict[str, float]:
+    world = fabric.world_size
+    metrics = {
+        "loss": result.loss,
+        "lr": lr,
+        "grad_norm": result.grad_norm,
+        "tokens_per_sec": run.tokens_per_step / step_time,
+        "tokens_per_sec_per_device": run.tokens_per_step / step_time / world,
+        "step_time": step_time,
+        "data_wait": result.data_time / step_time,
+        "peak_memory_gb": peak_memory_gb(fabric.device),
+        "skipped": 0 if result.finite else 1,
+    }
+    if result.loss_scale is not None:
+        metrics["loss_scale"] = result.loss_scale
+    if run.peak_flops:
+        metrics["mfu"] = run.flops_per_token * run.tokens_per_step / step_time / (run.peak_flops * world)
+    return metrics
+
+
+def _save(fabric, run: _Training, step: int, tokens: int) -> Path:
+    state = run.state
+    state.update(step=step, tokens=tokens, sampler=run.sampler.state_dict(), rng=checkpoint.rng_state())
+    if run.scaler is not None:
+        state["grad_scaler"] = run.scaler.state_dict()
+    _check_finite(fabric, run.model)
+    return checkpoint.save(fabric, run.out_dir, step, state, run.meta | {"step": step, "tokens": tokens}, run.config.keep_last, run.tokenizer)
 
 
 def _load_initial(model: LLaMA, path: Path, data: PreparedData) -> None:
@@ -514,12 +605,27 @@ def _model_config(config: TrainConfig, data: PreparedData, resuming: Path | None
     if config.initial_checkpoint is not None:
         source = resuming or config.initial_checkpoint  # once resumed, the run's own checkpoint has that shape
         base = ModelConfig(**checkpoint.read_meta(source)["model"])
-        if data.vocab_size and data.vocab_size != base.vocab_size:
-            raise PajamaError(f"{source}: vocabulary {base.vocab_size}, but {data.directory} was prepared with {data.vocab_size}")
-    else:
-        base = preset(config.model_name)
+        # Published models often have more embedding rows than their tokenizer has entries (padding): fine.
+        if data.vocab_size and data.vocab_size > base.vocab_size:
+            raise PajamaError(f"{source}: vocabulary {base.vocab_size}, but {data.directory} was prepared with a tokenizer of {data.vocab_size}")
+        return base.replace(block_size=config.block_size or base.block_size)
+    base = _preset_shape(config)
     vocab = data.vocab_size or base.vocab_size
     return base.replace(vocab_size=vocab, block_size=config.block_size or base.block_size)
+
+
+def _preset_shape(config: TrainConfig) -> ModelConfig:
+    """The preset, with --model_overrides applied."""
+    base = preset(config.model_name)
+    if not config.model_overrides:
+        return base
+    if config.initial_checkpoint is not None:
+        raise PajamaError("--model_overrides with --initial_checkpoint: the shape is the checkpoint's")
+    known = {f.name for f in fields(ModelConfig)} - {"name", "vocab_size", "family"}
+    unknown = sorted(set(config.model_overrides) - known)
+    if unknown:
+        raise PajamaError(f"--model_overrides: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return base.replace(**config.model_overrides)
 
 
 def _choose_micro_batch(fabric, config: TrainConfig, model, model_config: ModelConfig, resuming: Path | None) -> TrainConfig:
@@ -630,6 +736,11 @@ def _learning_rate(step: int, config: TrainConfig) -> float:
     return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (config.learning_rate - config.min_lr)
 
 
+def _logits(model, inputs: torch.Tensor, doc_bos: int | None) -> torch.Tensor:
+    """The model's logits; with ``doc_bos``, attending only within documents (they start at that id)."""
+    return model(inputs, doc_ids=document_ids(inputs, doc_bos) if doc_bos is not None else None)
+
+
 def _full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
@@ -647,10 +758,11 @@ def _check_finite(fabric, model) -> None:
 
 
 @torch.no_grad()
-def _evaluate(fabric, model, val_splits: dict, val_samples: list, config: TrainConfig, block: int) -> dict[str, float]:
+def _evaluate(fabric, run: _Training) -> dict[str, float]:
     """Mean loss per subset and overall (mixture-weighted) on the fixed validation sequences,
     shared out over the ranks and summed across them. Every rank runs the same number of
     forward passes (FSDP needs it); padding entries carry zero weight."""
+    config, model, val_splits, val_samples, block = run.config, run.model, run.val_splits, run.val_samples, run.block
     if not val_samples:
         return {}
     model.eval()
@@ -667,7 +779,7 @@ def _evaluate(fabric, model, val_splits: dict, val_samples: list, config: TrainC
         batch_samples = mine[start : start + mbs]
         batch = np.stack([val_splits[n].stream.read(b * block, block) for n, b in batch_samples])
         batch = torch.from_numpy(batch).to(fabric.device)
-        logits = model(batch[:, :-1])
+        logits = _logits(model, batch[:, :-1], run.doc_bos)
         losses = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="none").view(len(batch_samples), -1).mean(1)
         for (name, _), loss, w in zip(batch_samples, losses, weights[start : start + mbs]):
             i = names.index(name)
@@ -685,6 +797,11 @@ def _evaluate(fabric, model, val_splits: dict, val_samples: list, config: TrainC
     out = {"val_loss": overall, "val_ppl": math.exp(min(overall, 50.0))}
     out.update({f"val_loss/{n}": v for n, v in per_subset.items()})
     return out
+
+
+def _evaluate_tasks(fabric, run: _Training) -> dict[str, float]:
+    """--eval_tasks: each task's metrics and the time they took (every rank takes part)."""
+    return run.tasks.evaluate(fabric, run.model) if run.tasks is not None else {}
 
 
 def _resume_path(config: TrainConfig) -> Path | None:

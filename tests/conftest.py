@@ -1,4 +1,4 @@
-"""Shared fixtures: real text, a small SentencePiece tokenizer trained on it, jsonl writers."""
+"""Shared fixtures: real text, small SentencePiece and Hugging Face tokenizers trained on it, jsonl writers."""
 
 from __future__ import annotations
 
@@ -56,9 +56,81 @@ def tokenizer_model(tmp_path_factory, stdlib_texts) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer(tokenizer_model):
-    from pajama.tokenizer import Tokenizer
+    from pajama.tokenizer import load_tokenizer
 
-    return Tokenizer(tokenizer_model)
+    return load_tokenizer(tokenizer_model)
+
+
+LLAMA3_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>")
+
+
+def write_hf_tokenizer(
+    directory: Path,
+    texts: list[str],
+    vocab_size: int = 500,
+    specials: tuple[str, ...] = LLAMA3_SPECIALS,
+    split_pattern: str | None = None,
+    id_offset: int = 0,
+) -> Path:
+    """A byte-level BPE ``tokenizer.json`` trained by the tokenizers library on ``texts``, in
+    ``directory``: GPT-2's pre-tokenizer, or a Split on ``split_pattern`` (Llama 3's way).
+
+    ``id_offset`` moves every id up by that much, below them entries no text can produce
+    (they hold a space, which byte-level BPE never does): a vocabulary past 65,500 whose
+    every produced id needs more than 16 bits, at the cost of a tiny one.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    if split_pattern is None:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split_pattern), "isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    spec = json.loads(tok.to_str())
+    if id_offset:
+        vocab = {f"[unused {i}]": i for i in range(id_offset)}
+        vocab.update({token: i + id_offset for token, i in spec["model"]["vocab"].items()})
+        spec["model"]["vocab"] = vocab
+        for added in spec["added_tokens"]:
+            added["id"] += id_offset
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "tokenizer.json"
+    path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def library_ids(path: Path, texts: list[str]) -> list[list[int]]:
+    """The ids the tokenizers library itself gives each text: no special tokens added, and
+    the text of a special token read as text."""
+    import tokenizers
+
+    tok = tokenizers.Tokenizer.from_file(str(path))
+    tok.encode_special_tokens = True
+    return [tok.encode(t, add_special_tokens=False).ids for t in texts]
+
+
+@pytest.fixture(scope="session")
+def hf_tokenizer_json(tmp_path_factory, stdlib_texts) -> Path:
+    """A byte-level BPE tokenizer.json (vocabulary 500, Llama 3's BOS and EOS) trained on the
+    standard-library texts."""
+    return write_hf_tokenizer(tmp_path_factory.mktemp("hf") / "tokenizer", stdlib_texts)
+
+
+@pytest.fixture(scope="session")
+def hf_tokenizer(hf_tokenizer_json):
+    from pajama.tokenizer import load_tokenizer
+
+    return load_tokenizer(hf_tokenizer_json)
+
+
+@pytest.fixture(scope="session")
+def hf_tokenizer_json_int32(tmp_path_factory, stdlib_texts) -> Path:
+    """The same tokenizer with every id moved past 65,535: a vocabulary of 66,036 entries,
+    so prepared data is int32."""
+    return write_hf_tokenizer(tmp_path_factory.mktemp("hf32") / "tokenizer", stdlib_texts, id_offset=65536)
 
 
 def jsonl_bytes(texts: list, meta: bool = True) -> bytes:

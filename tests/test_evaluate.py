@@ -14,11 +14,11 @@ import torch.nn.functional as F
 
 from pajama import PajamaError, checkpoint
 from pajama.chunks import ChunkWriter, dtype_for_vocab
-from pajama.evaluate import evaluate
+from pajama.evaluation.perplexity import evaluate
 from pajama.model import LLaMA
 from pajama.model_config import ModelConfig
 from pajama.sources import LLAMA_WEIGHTS
-from pajama.tokenizer import Tokenizer
+from pajama.tokenizer import AnyTokenizer, load_tokenizer
 
 SAMPLE = Path(__file__).parents[1] / "pajama" / "sample"
 SUBSETS = {"arxiv": "arxiv_sample.jsonl", "c4": "c4_sample.jsonl", "github": "github_sample.jsonl"}
@@ -30,7 +30,7 @@ def documents(filename: str, count: int, chars: int = 3000) -> list[str]:
         return [json.loads(line)["text"][:chars] for _, line in zip(range(count), f)]
 
 
-def prepare(directory: Path, tokenizer: Tokenizer, sha256: str | None = None) -> Path:
+def prepare(directory: Path, tokenizer: AnyTokenizer, sha256: str | None = None) -> Path:
     """A prepared directory as ``pajama prepare`` writes it: chunk files and a manifest."""
     directory.mkdir(parents=True)
     dtype = dtype_for_vocab(tokenizer.vocab_size)
@@ -56,7 +56,7 @@ def setup(tmp_path_factory):
         split_digits=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, normalization_rule_name="identity",
         remove_extra_whitespaces=False, max_sentence_length=1 << 16, minloglevel=2,
     )  # fmt: skip
-    tokenizer = Tokenizer(root / "tokenizer.model")
+    tokenizer = load_tokenizer(root / "tokenizer.model")
     model = LLaMA(ModelConfig("tiny", n_layer=2, n_head=2, n_embd=64, vocab_size=tokenizer.vocab_size, block_size=64))
     model.init_weights(3)
     model.eval()
@@ -69,8 +69,9 @@ def setup(tmp_path_factory):
     return root, tokenizer, model, ckpt, data
 
 
-def direct(model, data: Path, max_tokens: int, seq: int) -> dict[str, float]:
-    """Per-subset mean loss over the first N blocks of each stream, computed one sequence at a time."""
+def direct(model, data: Path, max_tokens: int, seq: int, bos: int | None = None) -> dict[str, float]:
+    """Per-subset mean loss over the first N blocks of each stream, computed one sequence at a
+    time; with ``bos``, each document of a sequence (they start at BOS) run on its own."""
     manifest = json.loads((data / "manifest.json").read_text())
     streams: dict[str, list] = {}
     for chunk in manifest["chunks"]:
@@ -81,8 +82,13 @@ def direct(model, data: Path, max_tokens: int, seq: int) -> dict[str, float]:
     for subset, pieces in sorted(streams.items()):
         tokens = torch.from_numpy(np.concatenate(pieces).astype(np.int64))
         count = min(len(tokens) // (seq + 1), n)
+        losses = []
         with torch.no_grad():
-            losses = [F.cross_entropy(model(b[None, :-1])[0], b[1:]).item() for b in tokens[: count * (seq + 1)].view(count, seq + 1)]
+            for b in tokens[: count * (seq + 1)].view(count, seq + 1):
+                x = b[:-1]
+                starts = [0] + [i for i in range(1, seq) if bos is not None and x[i] == bos] + [seq]
+                logits = torch.cat([model(x[start:end][None])[0] for start, end in zip(starts, starts[1:])])
+                losses.append(F.cross_entropy(logits, b[1:]).item())
         out[subset] = (sum(losses) / count, count)
     return out
 
@@ -112,6 +118,17 @@ def test_evaluate_is_deterministic_and_matches_a_direct_computation(setup, capsy
     assert first["step"] == 20 and first["block_size"] == 64
     table = capsys.readouterr().out
     assert "overall (mixture)" in table and "github" in table
+
+
+def test_document_mask_scores_each_document_on_its_own(setup):
+    _, tokenizer, model, ckpt, data = setup
+    masked = evaluate(ckpt, data, max_tokens=3 * 64 * 4, micro_batch_size=3, accelerator="cpu", precision="32-true", document_mask=True)
+    packed = evaluate(ckpt, data, max_tokens=3 * 64 * 4, micro_batch_size=3, accelerator="cpu", precision="32-true")
+    assert masked["document_mask"] and not packed["document_mask"]  # the checkpoint was trained without the mask
+    expected = direct(model, data, 3 * 64 * 4, 64, bos=tokenizer.bos_id)
+    for subset, (loss, _) in expected.items():
+        assert masked["subsets"][subset]["loss"] == pytest.approx(loss, rel=1e-5)
+    assert masked["subsets"]["c4"]["loss"] != pytest.approx(packed["subsets"]["c4"]["loss"], rel=1e-4)  # c4's short documents share sequences
 
 
 def test_block_size_and_limits(setup):

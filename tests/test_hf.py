@@ -16,7 +16,7 @@ from pajama.generate import load_model
 from pajama.hf import export, halves_to_interleaved, import_, interleaved_to_halves, parse_size
 from pajama.model import LLaMA
 from pajama.model_config import ModelConfig
-from pajama.tokenizer import Tokenizer
+from pajama.tokenizer import load_tokenizer
 
 SAMPLE = Path(__file__).parents[1] / "pajama" / "sample"
 TEXTS = [
@@ -45,10 +45,10 @@ def train_tokenizer(directory: Path, vocab_size: int = 400) -> Path:
     return directory / "tokenizer.model"
 
 
-def tiny_model(vocab_size: int, seed: int = 0) -> LLaMA:
+def tiny_model(vocab_size: int, seed: int = 0, **shape) -> LLaMA:
     """A tiny model with large, varied weights: attention far from uniform and norms not all
     ones, so a wrong q/k permutation or a misplaced norm would show in the logits."""
-    model = LLaMA(ModelConfig("tiny", n_layer=2, n_head=2, n_embd=64, vocab_size=vocab_size, block_size=64))
+    model = LLaMA(ModelConfig("tiny", n_layer=2, n_head=2, n_embd=64, vocab_size=vocab_size, block_size=64).replace(**shape))
     model.init_weights(seed)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -90,7 +90,7 @@ def relative_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 def setup(tmp_path_factory):
     """A tokenizer, a tiny model, its checkpoint and its export."""
     root = tmp_path_factory.mktemp("hf")
-    tokenizer = Tokenizer(train_tokenizer(root))
+    tokenizer = load_tokenizer(train_tokenizer(root))
     model = tiny_model(tokenizer.vocab_size)
     ckpt = write_checkpoint(root / "run" / "checkpoints" / "step-00000010", model, tokenizer.sha256)
     exported = root / "export"
@@ -214,7 +214,7 @@ def test_export_checks_the_tokenizer(setup, tmp_path):
     other_tokenizer = train_tokenizer(other, vocab_size=420)
     with pytest.raises(PajamaError, match="not the tokenizer"):
         export(ckpt, tmp_path / "a", tokenizer_path=other_tokenizer)
-    with pytest.raises(PajamaError, match="no tokenizer found"):
+    with pytest.raises(PajamaError, match="no tokenizer kept with the checkpoint"):
         export(ckpt, tmp_path / "b")
     # Found without --tokenizer_path when it lies in the run directory.
     (root / "run" / "tokenizer.model").write_bytes(tokenizer.model_bytes)
@@ -265,17 +265,81 @@ def test_import_loads_pytorch_bins_and_refuses_other_architectures(setup, tmp_pa
     _, weights, meta = checkpoint.load_model_weights(tmp_path / "imported")
     assert meta["tokenizer_sha256"] is None
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
-    # Tied embeddings (no lm_head.weight): pajama's untied head starts as a copy of the embeddings.
-    tensors = load_file(str(exported / "model.safetensors"))
-    del tensors["lm_head.weight"]
-    torch.save(tensors, source / "pytorch_model.bin")
+    # Tied embeddings that store the table twice: one table kept; two different tables refused.
     (source / "config.json").write_text(json.dumps(config | {"tie_word_embeddings": True}))
+    with pytest.raises(PajamaError, match="lm_head.weight differs"):
+        import_(source, tmp_path / "tied")
+    tensors = load_file(str(exported / "model.safetensors"))
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+    torch.save(tensors, source / "pytorch_model.bin")
     import_(source, tmp_path / "tied")
-    _, weights, _ = checkpoint.load_model_weights(tmp_path / "tied")
-    assert torch.equal(weights["lm_head.weight"], weights["tok_embeddings.weight"])
-    (source / "config.json").write_text(json.dumps(config | {"num_key_value_heads": 1}))
-    with pytest.raises(PajamaError, match="grouped-query attention"):
-        import_(source, tmp_path / "gqa")
+    tied_config, weights, _ = checkpoint.load_model_weights(tmp_path / "tied")
+    assert tied_config.tie_embeddings and "lm_head.weight" not in weights
+    for changes, problem in (({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "RoPE scaling of type 'yarn'"), ({"attention_bias": True}, "biases")):
+        (source / "config.json").write_text(json.dumps(config | changes))
+        with pytest.raises(PajamaError, match=problem):
+            import_(source, tmp_path / "other")
+
+
+FAMILIES = {
+    "gqa": {"n_head": 4, "n_kv_head": 2},  # TinyLlama's kind: query heads share key/value heads in groups
+    "mqa": {"n_head": 4, "n_kv_head": 1},
+    "tied": {"n_head": 4, "n_kv_head": 2, "tie_embeddings": True},  # Llama 3.2 1B/3B
+    "llama3-rope": {"n_head": 4, "n_kv_head": 2, "rope_base": 500000.0, "rope_scaling_factor": 32.0, "rope_original_context": 32},
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_exports_with_transformers_logits(setup, tmp_path, family):
+    _, tokenizer, _, _, _ = setup
+    model = tiny_model(tokenizer.vocab_size, seed=3, **FAMILIES[family])
+    ckpt = write_checkpoint(tmp_path / "ckpt", model, tokenizer.sha256)
+    export(ckpt, tmp_path / "export", tokenizer_path=tokenizer.path)
+    config = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert config["num_key_value_heads"] == model.config.n_kv_head and config["tie_word_embeddings"] == model.config.tie_embeddings
+    assert ("lm_head.weight" in load_file(str(tmp_path / "export" / "model.safetensors"))) != model.config.tie_embeddings
+    ids = torch.randint(0, tokenizer.vocab_size, (2, 64), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert relative_diff(hf_model(tmp_path / "export")(ids).logits, model(ids)) <= 1e-4
+    import_(tmp_path / "export", tmp_path / "imported", model_name="tiny")
+    config, weights, _ = checkpoint.load_model_weights(tmp_path / "imported")
+    assert config == model.config
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_transformers_model_imports_bit_identically(setup, tmp_path, family):
+    """A random model made by transformers (its own layout and conventions) imports into pajama
+    with the same logits, and exports back to the same tensors, bit for bit."""
+    import transformers
+
+    shape = FAMILIES[family]
+    rope = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
+    hf_config = transformers.LlamaConfig(
+        vocab_size=setup[1].vocab_size, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=shape["n_head"],
+        num_key_value_heads=shape["n_kv_head"], max_position_embeddings=64, rms_norm_eps=1e-5,
+        tie_word_embeddings=shape.get("tie_embeddings", False), rope_theta=shape.get("rope_base", 10000.0),
+        rope_scaling=rope if "rope_scaling_factor" in shape else None,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    reference = transformers.LlamaForCausalLM(hf_config).eval()
+    with torch.no_grad():
+        for p in reference.parameters():  # norms away from one: a misplaced norm shows
+            p.add_(0.3 * torch.randn_like(p))
+    reference.save_pretrained(tmp_path / "hf")
+    import_(tmp_path / "hf", tmp_path / "imported")
+    config, _, _ = checkpoint.load_model_weights(tmp_path / "imported")
+    assert (config.n_kv_head, config.tie_embeddings, config.intermediate_size) == (shape["n_kv_head"], hf_config.tie_word_embeddings, 160)
+    assert config.rope_scaling_factor == (32.0 if "rope_scaling_factor" in shape else None)
+    loaded, _ = load_model(tmp_path / "imported", torch.device("cpu"))
+    ids = torch.randint(0, hf_config.vocab_size, (2, 48), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert relative_diff(loaded(ids), reference(ids).logits) <= 1e-4
+    export(tmp_path / "imported", tmp_path / "back", tokenizer_path=setup[1].path)
+    back = load_file(str(tmp_path / "back" / "model.safetensors"))
+    original = {k: v for k, v in reference.state_dict().items() if not (hf_config.tie_word_embeddings and k == "lm_head.weight")}
+    assert sorted(back) == sorted(original)
+    assert all(torch.equal(back[k], v) for k, v in original.items())
 
 
 def test_parse_size():
@@ -283,3 +347,30 @@ def test_parse_size():
     assert parse_size("1000") == 1000
     with pytest.raises(PajamaError):
         parse_size("five gigabytes")
+
+
+def test_llama3_shaped_model_with_a_tokenizer_json_exports_and_imports(hf_tokenizer, stdlib_texts, tmp_path):
+    """A Llama-3.2-shaped model (grouped-query attention, tied embeddings, Llama 3 rotary
+    scaling) with a byte-level BPE tokenizer.json: transformers loads the export's tokenizer
+    with the same ids and the model with the same logits; import brings the tokenizer.json back."""
+    import transformers
+
+    model = tiny_model(hf_tokenizer.vocab_size, seed=5, **FAMILIES["tied"], rope_base=500000.0, rope_scaling_factor=32.0, rope_original_context=32)
+    write_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000010", model, hf_tokenizer.sha256)
+    hf_tokenizer.copy_to(tmp_path / "run")  # as pretrain keeps it
+    export(tmp_path / "run", tmp_path / "export")
+    assert (tmp_path / "export" / "tokenizer.json").read_bytes() == hf_tokenizer.path.read_bytes()
+    config = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"]) == (hf_tokenizer.bos_id, hf_tokenizer.eos_id)
+    auto = transformers.AutoTokenizer.from_pretrained(tmp_path / "export")
+    for text in stdlib_texts[:20] + TEXTS:
+        assert auto(text, add_special_tokens=False)["input_ids"] == hf_tokenizer.encode(text, bos=False, eos=False), text
+    assert (auto.bos_token, auto.eos_token) == ("<|begin_of_text|>", "<|end_of_text|>")
+    ids = torch.tensor([hf_tokenizer.encode(stdlib_texts[0], eos=False)[:64]])
+    with torch.no_grad():
+        assert relative_diff(hf_model(tmp_path / "export")(ids).logits, model(ids)) <= 1e-4
+    import_(tmp_path / "export", tmp_path / "imported", model_name="tiny")
+    config, weights, meta = checkpoint.load_model_weights(tmp_path / "imported")
+    assert config == model.config and meta["tokenizer_sha256"] == hf_tokenizer.sha256
+    assert (tmp_path / "imported" / "tokenizer.json").read_bytes() == hf_tokenizer.path.read_bytes()
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())

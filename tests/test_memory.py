@@ -28,8 +28,9 @@ def saved_activation_bytes(model: LLaMA, idx: torch.Tensor, precision: str) -> i
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
-def test_activation_estimate_matches_the_saved_tensors(precision):
-    config = ModelConfig("m", n_layer=3, n_head=4, n_embd=192, vocab_size=500, block_size=128)
+@pytest.mark.parametrize("n_kv_head", [4, 1])  # multi-head and multi-query attention
+def test_activation_estimate_matches_the_saved_tensors(precision, n_kv_head):
+    config = ModelConfig("m", n_layer=3, n_head=4, n_embd=192, vocab_size=500, block_size=128, n_kv_head=n_kv_head)
     model = LLaMA(config)
     model.init_weights(0)
     idx = torch.randint(0, 500, (3, 100))  # shapes chosen so that no activation looks like a weight

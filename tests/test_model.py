@@ -1,3 +1,4 @@
+import math
 import subprocess
 import sys
 
@@ -24,6 +25,25 @@ def test_llama_presets_have_meta_shapes_and_exact_counts(name):
     assert sum(p.numel() for p in model.parameters()) == LLAMA_COUNTS[name]
 
 
+# REFERENCE: the published parameter counts of the family's later members.
+FAMILY_COUNTS = {
+    "tinyllama-1.1b": 1_100_048_384, "llama2-7b": 6_738_415_616, "llama3.2-1b": 1_235_814_400,
+    "llama3.2-3b": 3_212_749_824, "llama3-8b": 8_030_261_248,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_COUNTS))
+def test_family_presets_have_exact_counts(name):
+    config = preset(name)
+    assert config.num_parameters() == FAMILY_COUNTS[name]
+    with torch.device("meta"):
+        model = LLaMA(config)
+    assert sum(p.numel() for p in model.parameters()) == FAMILY_COUNTS[name]
+    # the key/value projections are n_kv_head heads wide
+    assert tuple(model.layers[0].attn.wk.weight.shape) == (config.n_kv_head * config.head_size, config.n_embd)
+    assert (model.lm_head is None) == config.tie_embeddings
+
+
 def test_small_presets_count_what_they_build():
     for name in ("tiny", "small", "medium", "1B"):
         with torch.device("meta"):
@@ -41,7 +61,8 @@ def test_model_command_prints_counts():
     assert "6,738,415,616" in out
     listing = subprocess.run([sys.executable, "-m", "pajama.cli", "model"], capture_output=True, text=True, check=True).stdout.splitlines()
     assert [line.split()[0] for line in listing] == list(PRESETS)
-    assert "65,285,660,672" in listing[-1]
+    assert "65,285,660,672" in listing[list(PRESETS).index("65B")]
+    assert "1,100,048,384" in subprocess.run([sys.executable, "-m", "pajama.cli", "model", "tinyllama-1.1b"], capture_output=True, text=True, check=True).stdout
 
 
 def _tiny(**changes):
@@ -58,9 +79,14 @@ def test_rope_matches_complex_rotation_of_interleaved_pairs():
     torch.testing.assert_close(apply_rope(x, cos[:8], sin[:8]), expected)
 
 
-def test_forward_is_causal_and_kv_cache_agrees():
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"n_head": 4, "n_kv_head": 2}, {"n_head": 4, "n_kv_head": 1}, {"tie_embeddings": True}, {"rope_base": 500000.0, "rope_scaling_factor": 8.0, "rope_original_context": 16}],
+    ids=["mha", "gqa", "mqa", "tied", "llama3-rope"],
+)
+def test_forward_is_causal_and_kv_cache_agrees(changes):
     torch.manual_seed(0)
-    model = LLaMA(_tiny())
+    model = LLaMA(_tiny(**changes))
     model.init_weights(0)
     idx = torch.randint(0, 97, (2, 20))
     logits = model(idx)
@@ -71,6 +97,55 @@ def test_forward_is_causal_and_kv_cache_agrees():
     caches = [KVCache(2, model.config, idx.device, torch.float32) for _ in model.layers]
     stepwise = torch.cat([model(idx[:, :12], caches), model(idx[:, 12:13], caches), model(idx[:, 13:], caches)], 1)
     torch.testing.assert_close(stepwise, logits, atol=1e-5, rtol=1e-4)
+    assert caches[0].k.size(1) == model.config.n_kv_head  # only the key/value heads are cached
+
+
+def test_grouped_query_attention_is_multi_head_attention_with_shared_key_value_heads():
+    """A GQA model computes what a multi-head model computes when each key/value head is copied
+    to the query heads of its group (the definition), whichever way attention shares them."""
+    torch.manual_seed(0)
+    gqa = LLaMA(_tiny(n_head=4, n_kv_head=2))
+    gqa.init_weights(0)
+    mha = LLaMA(_tiny(n_head=4))
+    state = gqa.state_dict()
+    for i in range(2):
+        for name in ("wk", "wv"):
+            w = state[f"layers.{i}.attn.{name}.weight"].unflatten(0, (2, -1))  # (kv heads, head size, d)
+            state[f"layers.{i}.attn.{name}.weight"] = w.repeat_interleave(2, dim=0).flatten(0, 1)
+    mha.load_state_dict(state)
+    idx = torch.randint(0, 97, (2, 20))
+    torch.testing.assert_close(gqa(idx), mha(idx), atol=1e-5, rtol=1e-4)
+
+
+def test_llama3_rope_scaling_keeps_short_wavelengths_and_stretches_long_ones():
+    from pajama.model import rope_frequencies
+
+    config = _tiny(n_head=1, rope_base=500000.0, rope_scaling_factor=8.0, rope_original_context=64)  # head size 32: 16 frequencies
+    plain = rope_frequencies(config.replace(rope_scaling_factor=None))
+    scaled = rope_frequencies(config)
+    wavelength = 2 * math.pi / plain
+    short, long = wavelength < 64 / 4, wavelength > 64 / 1
+    assert short.any() and long.any() and (~short & ~long).any()
+    torch.testing.assert_close(scaled[short], plain[short])
+    torch.testing.assert_close(scaled[long], plain[long] / 8)
+    between = ~short & ~long
+    assert ((scaled[between] < plain[between]) & (scaled[between] > plain[between] / 8)).all()
+
+
+def test_tied_model_has_one_table_used_for_input_and_output():
+    model = LLaMA(_tiny(tie_embeddings=True))
+    model.init_weights(0)
+    assert "lm_head.weight" not in model.state_dict() and model.lm_head is None
+    hidden = []
+    model.norm.register_forward_hook(lambda module, args, out: hidden.append(out))
+    idx = torch.randint(0, 97, (2, 10))
+    logits = model(idx)
+    torch.testing.assert_close(logits, hidden[0] @ model.tok_embeddings.weight.T)
+    logits.sum().backward()  # both uses reach the one table
+    assert model.tok_embeddings.weight.grad[idx.flatten()].abs().sum() > 0
+    unused = torch.ones(97, dtype=torch.bool)
+    unused[idx.flatten()] = False
+    assert model.tok_embeddings.weight.grad[unused].abs().sum() > 0  # rows never fed in still get the output's gradient
 
 
 def test_init_from_meta_is_deterministic_and_finite():
@@ -105,3 +180,34 @@ def test_context_overflow_is_a_clear_error():
     model.init_weights(0)
     with pytest.raises(PajamaError, match="exceeds the model's context of 32"):
         model(torch.zeros(1, 33, dtype=torch.long))
+
+
+@pytest.mark.parametrize("changes", [{}, {"n_head": 4, "n_kv_head": 2}], ids=["mha", "gqa"])
+def test_document_mask_equals_running_each_document_alone(changes):
+    """Packed documents under the document mask get the logits each gets on its own: rotary
+    attention depends on relative positions only, so where a document sits does not matter."""
+    from pajama.model import document_ids
+
+    torch.manual_seed(0)
+    model = LLaMA(_tiny(**changes))
+    model.init_weights(0)
+    bos = 1
+    docs = [torch.randint(3, 97, (n,)) for n in (6, 8, 3, 5)]
+    docs = [torch.cat([torch.tensor([bos]), d]) for d in docs]
+    tail = torch.randint(3, 97, (5,))  # the end of a document that began in an earlier sequence
+    packed = torch.cat([tail, *docs]).unsqueeze(0)
+    assert packed.size(1) <= 32
+    with torch.no_grad():
+        masked = model(packed, doc_ids=document_ids(packed, bos))
+        unmasked = model(packed)
+        start = 0
+        for piece in [tail, *docs]:
+            alone = model(piece.unsqueeze(0))
+            torch.testing.assert_close(masked[:, start : start + len(piece)], alone, atol=2e-5, rtol=1e-4)
+            start += len(piece)
+    assert not torch.allclose(masked[:, 5 + 7 :], unmasked[:, 5 + 7 :], atol=1e-3)  # without the mask, later documents see earlier ones
+    # Two rows with different boundaries in one batch: each row gets its own mask.
+    batch = torch.stack([packed[0], packed[0].roll(3)])
+    with torch.no_grad():
+        both = model(batch, doc_ids=document_ids(batch, bos))
+    torch.testing.assert_close(both[:1], masked, atol=2e-5, rtol=1e-4)

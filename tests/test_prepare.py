@@ -26,7 +26,7 @@ from pajama.chunks import ChunkWriter, open_chunk, read_header
 from pajama.data import inspect, verify
 from pajama.prepare import _free_cores, plan_units, prepare, prepare_unit
 from pajama.sources import SAMPLE_FILES, find_source_files
-from pajama.tokenizer import Tokenizer
+from pajama.tokenizer import load_tokenizer
 
 CC = "en_head_0000.json.gz.dedup.classifier.jsonl.zst"
 
@@ -51,6 +51,12 @@ def read_lit_chunk(path: Path) -> np.ndarray:
 def recovered_documents(destination: Path, tokenizer) -> dict[str, list[str]]:
     """Per source file, the documents decoded back from the chunk files, using only the
     manifest (real token counts, and which units make up each source) and the file format."""
+    return {source: [tokenizer.decode(ids) for ids in docs] for source, docs in recovered_ids(destination).items()}
+
+
+def recovered_ids(destination: Path) -> dict[str, list[list[int]]]:
+    """Per source file, the ids of each document (between its BOS and EOS), read back as
+    ``recovered_documents`` does."""
     manifest = json.loads((destination / "manifest.json").read_text())
     bos, eos = manifest["tokenizer"]["bos_id"], manifest["tokenizer"]["eos_id"]
     by_unit: dict[str, list[np.ndarray]] = {}
@@ -67,7 +73,7 @@ def recovered_documents(destination: Path, tokenizer) -> dict[str, list[str]]:
         assert len(starts) == len(ends) == info["documents"]
         if len(stream):
             assert starts[0] == 0 and ends[-1] == len(stream) - 1 and (starts[1:] == ends[:-1] + 1).all()
-        out[source] = [tokenizer.decode(stream[s + 1 : e].tolist()) for s, e in zip(starts, ends)]
+        out[source] = [stream[s + 1 : e].tolist() for s, e in zip(starts, ends)]
     return out
 
 
@@ -141,6 +147,8 @@ def test_every_document_is_recovered_exactly_and_in_order(prepared, corpus, toke
     assert manifest["sources"]["arxiv/arxiv_0a1b.jsonl"]["documents"] == 55  # the empty text is skipped
     assert manifest["tokens"] == sum(c["tokens"] for c in manifest["chunks"]) == sum(s["tokens"] for s in manifest["subsets"].values())
     assert manifest["dtype"] == "uint16" and manifest["chunk_size"] == 4096 and manifest["filler"] == 2
+    assert manifest["tokenizer"] == {"kind": "sentencepiece", "file": "tokenizer.model", "sha256": tokenizer.sha256, "vocab_size": 1000, "bos_id": 1, "eos_id": 2}
+    assert (prepared / "tokenizer.model").read_bytes() == tokenizer.path.read_bytes()  # the copy kept beside the manifest
     # lit-llama's training globs find every subset, Common Crawl included.
     names = [c["file"] for c in manifest["chunks"]]
     assert any(n.startswith("cc_2019-30_") for n in names) and any(n.startswith("cc_2023-06_") for n in names)
@@ -175,7 +183,7 @@ def test_two_workers_write_the_same_bytes_as_one(prepared, corpus, tokenizer_mod
 def test_a_worker_process_gets_the_tokenizer_by_path_and_checks_it_by_hash(tokenizer_model, tmp_path):
     path = tmp_path / "tokenizer.model"
     shutil.copy(tokenizer_model, path)
-    tokenizer = Tokenizer(path)
+    tokenizer = load_tokenizer(path)
     sent = pickle.dumps(tokenizer)
     assert len(sent) < len(tokenizer.model_bytes) // 10  # the model's bytes are read again, not sent
     copy = pickle.loads(sent)
@@ -477,7 +485,7 @@ def test_verify_passes_a_complete_destination_and_lists_each_problem(prepared, c
         verify(d)
 
 
-def test_inspect_prints_the_summary_and_seeded_random_documents(prepared, corpus, tokenizer_model, capsys):
+def test_inspect_prints_the_summary_and_seeded_random_documents(prepared, corpus, tokenizer_model, tmp_path, capsys):
     inspect(prepared, documents=3, seed=7, tokenizer_path=tokenizer_model)
     out = capsys.readouterr().out
     assert "subset" in out and "common_crawl" in out and "total" in out and "bad lines" in out
@@ -491,5 +499,130 @@ def test_inspect_prints_the_summary_and_seeded_random_documents(prepared, corpus
         assert any(t.startswith(text) and len(t) == int(chars.replace(",", "")) for t in every_text)
     inspect(prepared, documents=3, seed=7, tokenizer_path=tokenizer_model)
     assert capsys.readouterr().out == out
-    inspect(prepared)
-    assert "pass --tokenizer_path" in capsys.readouterr().out
+    inspect(prepared, documents=3, seed=7)  # with the copy of the tokenizer kept in the directory
+    assert capsys.readouterr().out == out
+    d = tmp_path / "d"
+    shutil.copytree(prepared, d)
+    (d / "tokenizer.model").unlink()
+    inspect(d)
+    assert f"(no copy of the tokenizer in {d}: pass --tokenizer_path to see decoded documents)" in capsys.readouterr().out
+
+
+# -- Hugging Face tokenizers, int32 chunks, the tokenizer's copy -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def hf_prepared(corpus, hf_tokenizer_json, tmp_path_factory) -> Path:
+    destination = tmp_path_factory.mktemp("hf_prepared") / "data"
+    run(corpus, hf_tokenizer_json.parent, destination, num_workers=2)  # the directory holding tokenizer.json
+    return destination
+
+
+def test_hf_every_document_is_recovered_exactly_with_the_library_s_own_ids(hf_prepared, corpus, hf_tokenizer, hf_tokenizer_json, capsys):
+    from conftest import library_ids
+
+    manifest = json.loads((hf_prepared / "manifest.json").read_text())
+    assert manifest["tokenizer"] == {"kind": "huggingface", "file": "tokenizer.json", "sha256": hf_tokenizer.sha256, "vocab_size": 500, "bos_id": hf_tokenizer.bos_id, "eos_id": hf_tokenizer.eos_id}
+    assert manifest["dtype"] == "uint16" and manifest["filler"] == hf_tokenizer.eos_id
+    assert (hf_prepared / "tokenizer.json").read_bytes() == hf_tokenizer_json.read_bytes()
+    ids, texts = recovered_ids(hf_prepared), recovered_documents(hf_prepared, hf_tokenizer)
+    files = sorted(p for p in corpus.rglob("*") if p.is_file())
+    assert sorted(ids) == sorted(p.relative_to(corpus).as_posix() for p in files)
+    for path in files:
+        rel = path.relative_to(corpus).as_posix()
+        assert texts[rel] == source_documents(path), rel
+        assert ids[rel] == library_ids(hf_tokenizer_json, source_documents(path)), rel
+    assert any(len(t) > 131_072 for p in files for t in source_documents(p))  # the book, encoded in pieces
+    verify(hf_prepared, tokenizer_path=hf_tokenizer_json)
+    assert capsys.readouterr().out.startswith(f"OK: {hf_prepared} is complete and consistent")
+    inspect(hf_prepared, documents=2, seed=3)  # decoded with the copy in the directory
+    shown = re.findall(r"--- document \d of 2: .*? ([\d,]+) characters ---\n", capsys.readouterr().out)
+    assert len(shown) == 2
+
+
+def test_hf_one_worker_writes_the_same_bytes_as_two(hf_prepared, corpus, hf_tokenizer_json, tmp_path):
+    run(corpus, hf_tokenizer_json, tmp_path / "one", num_workers=1)
+    assert tree(tmp_path / "one") == tree(hf_prepared)
+
+
+def test_int32_chunks_read_back_the_right_ids(hf_tokenizer_json_int32, stdlib_texts, tmp_path, jsonl):
+    from pajama.loader import load_prepared
+
+    from conftest import library_ids
+
+    docs = {"c4": stdlib_texts[:400], "github": stdlib_texts[400:600] + ["\n\n".join(stdlib_texts[600:1000])]}
+    jsonl(tmp_path / "src" / "c4" / "c4-train.00000-of-01024.jsonl", docs["c4"])
+    jsonl(tmp_path / "src" / "github" / "filtered.jsonl.zst", docs["github"], compress="zst")
+    destination = tmp_path / "out"
+    run(tmp_path / "src", hf_tokenizer_json_int32, destination, num_workers=2)
+    tok = load_tokenizer(hf_tokenizer_json_int32)
+    manifest = json.loads((destination / "manifest.json").read_text())
+    assert manifest["dtype"] == "int32" and manifest["tokenizer"]["vocab_size"] == 66036
+    assert all(read_header(destination / c["file"]) == (np.dtype(np.int32), 4096) for c in manifest["chunks"])
+    data = load_prepared(destination)
+    assert data.vocab_size == 66036 and sorted(data.streams) == ["c4", "github"]
+    for subset, texts in docs.items():
+        expected = [i for ids in library_ids(hf_tokenizer_json_int32, texts) for i in [tok.bos_id, *ids, tok.eos_id]]
+        stream = data.streams[subset]
+        assert stream.tokens == len(expected)
+        got = stream.read(0, stream.tokens)
+        assert got.tolist() == expected and got.min() >= 65536  # every id needs more than 16 bits
+        assert stream.read(1000, 5000).tolist() == expected[1000:6000]  # across chunk files
+    recovered = recovered_documents(destination, tok)
+    assert recovered["c4/c4-train.00000-of-01024.jsonl"] == docs["c4"] and recovered["github/filtered.jsonl.zst"] == docs["github"]
+    verify(destination)
+
+
+def test_the_tokenizer_copy_is_written_once_and_replaced_on_overwrite(corpus, tokenizer_model, hf_tokenizer_json, tmp_path, capsys):
+    destination = tmp_path / "d"
+    run(corpus, tokenizer_model, destination, subsets=["c4"])
+    copy = destination / "tokenizer.model"
+    stamp = copy.stat().st_mtime_ns
+    (destination / "manifest.json").unlink()
+    run(corpus, tokenizer_model, destination, subsets=["c4"])  # resumed: nothing to do but the manifest
+    assert "0 to do" in capsys.readouterr().out and copy.stat().st_mtime_ns == stamp
+    with pytest.raises(PajamaError, match="other settings"):
+        run(corpus, hf_tokenizer_json, destination, subsets=["c4"])
+    run(corpus, hf_tokenizer_json, destination, subsets=["c4"], overwrite=True)
+    assert not copy.exists() and (destination / "tokenizer.json").read_bytes() == hf_tokenizer_json.read_bytes()
+    fresh = tmp_path / "fresh"
+    run(corpus, hf_tokenizer_json, fresh, subsets=["c4"])
+    assert tree(destination) == tree(fresh)
+    # A tokenizer kept in the destination itself survives --overwrite.
+    run(corpus, destination / "tokenizer.json", destination, subsets=["c4"], overwrite=True)
+    assert tree(destination) == tree(fresh)
+
+
+def test_verify_checks_the_tokenizer_copy(hf_prepared, tmp_path, capsys):
+    d = tmp_path / "d"
+    shutil.copytree(hf_prepared, d)
+    (d / "tokenizer.json").unlink()
+    with pytest.raises(PajamaError, match="1 problem"):
+        verify(d)
+    assert f"problem: {d / 'tokenizer.json'}: missing (prepare keeps a copy of its tokenizer here)" in capsys.readouterr().out
+    (d / "tokenizer.json").write_bytes((hf_prepared / "tokenizer.json").read_bytes() + b" ")
+    with pytest.raises(PajamaError, match="1 problem"):
+        verify(d)
+    assert f"problem: {d / 'tokenizer.json'}: not the tokenizer this data was prepared with" in capsys.readouterr().out
+
+
+def test_prepare_help_names_both_kinds_of_tokenizer(capsys):
+    from pajama.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    assert "Hugging Face tokenizer.json" in " ".join(capsys.readouterr().out.split())
+
+
+def test_data_prepared_before_the_tokenizer_was_kept_still_verifies(prepared, tmp_path, capsys):
+    d = tmp_path / "d"
+    shutil.copytree(prepared, d)
+    manifest = json.loads((d / "manifest.json").read_text())
+    for key in ("kind", "file"):
+        del manifest["tokenizer"][key]
+    (d / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    (d / "tokenizer.model").unlink()
+    verify(d)
+    assert capsys.readouterr().out.startswith(f"OK: {d} is complete and consistent")
+    inspect(d)
+    assert "pass --tokenizer_path to see decoded documents" in capsys.readouterr().out

@@ -79,9 +79,15 @@ def test_pretrain_loss_falls_and_generate_reads_the_checkpoint(prepared, tmp_pat
     state = torch.load(saved[-1] / "state", weights_only=True)
     assert state["sampler"]["next_sample"] == 40 * 8
     assert all(state["sampler"]["counts"][s] > 0 for s in SUBSETS)
-    result = pajama("generate", "--checkpoint", out, "--tokenizer_path", tokenizer, "--prompt", "import os", "--max_new_tokens", "20", "--accelerator", "cpu")
+    # The tokenizer travels with the data into the run and every checkpoint: generate and export find it.
+    for place in (out, *saved):
+        assert (place / "tokenizer.model").read_bytes() == tokenizer.read_bytes()
+    result = pajama("generate", "--checkpoint", out, "--prompt", "import os", "--max_new_tokens", "20", "--accelerator", "cpu")
     assert result.stdout.startswith("import os") and len(result.stdout) > len("import os\n")
     assert "tokens/s" in result.stderr
+    shutil.copytree(saved[-1], tmp_path / "alone")  # a checkpoint copied away on its own
+    pajama("export", "--checkpoint", tmp_path / "alone", "--destination_path", tmp_path / "hf")
+    assert (tmp_path / "hf" / "tokenizer.model").read_bytes() == tokenizer.read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -483,3 +489,59 @@ def test_fp16_a_nonfinite_loss_is_a_bad_step_and_training_goes_on(prepared, tmp_
     assert [step for step, r in metrics.items() if r["skipped"] == "1"] == [2]
     assert float(metrics[3]["loss_scale"]) == float(metrics[2]["loss_scale"]) / 2  # the scaler saw it too
     assert checkpoint.read_meta(out)["step"] == 4
+
+
+# The family's shapes at tiny widths: grouped-query attention (with document masking), and
+# multi-query attention with tied embeddings and Llama 3's rotary scaling.
+FAMILY_RUNS = {
+    "tinyllama-1.1b": ["--model_overrides", "{n_layer: 2, n_embd: 64, n_head: 4, n_kv_head: 2, intermediate_size: 160}", "--document_mask", "true"],
+    "llama3.2-1b": ["--model_overrides", "{n_layer: 2, n_embd: 64, n_head: 4, n_kv_head: 1, intermediate_size: 160, rope_original_context: 16}"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_RUNS))
+def test_family_shapes_train_under_two_process_fsdp_and_resume_exactly(prepared, tmp_path, name):
+    data, _ = prepared
+    common = ["pretrain", "--train_data_dir", data, *SMALL, "--model_name", name, *FAMILY_RUNS[name], "--lr_decay_iters", "100", "--save_interval", "3", "--eval_interval", "3"]
+    pajama(*common, "--max_iters", "5", "--out_dir", tmp_path / "one")
+    pajama(*common, "--max_iters", "3", "--devices", "2", "--strategy", "fsdp", "--out_dir", tmp_path / "fsdp")
+    config, weights, _ = checkpoint.load_model_weights(tmp_path / "fsdp")  # sharded, read in one process
+    assert weights["layers.0.attn.wk.weight"].shape == (config.n_kv_head * 16, 64)
+    assert ("lm_head.weight" in weights) == (not config.tie_embeddings)  # a tied table stays one table through sharding
+    pajama(*common, "--max_iters", "5", "--devices", "2", "--strategy", "fsdp", "--out_dir", tmp_path / "fsdp")
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "fsdp")
+    assert one.keys() == two.keys() == set(range(1, 6))
+    for step in one:
+        assert math.isclose(one[step], two[step], rel_tol=1e-4), (step, one[step], two[step])
+    assert one[5] < one[1]
+
+
+def test_continue_an_imported_tinyllama_shaped_model_with_its_own_tokenizer(hf_tokenizer_json, tmp_path):
+    """The way to continue TinyLlama: import its Hugging Face directory (here a transformers-made
+    model of its shape, tiny, with a tokenizer.json), prepare with the tokenizer it ships, train
+    from its weights. At learning rate 0 the weights come out exactly as they went in."""
+    import transformers
+
+    hf_config = transformers.LlamaConfig(
+        vocab_size=600, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(hf_config).save_pretrained(tmp_path / "TinyLlama")
+    shutil.copy(hf_tokenizer_json, tmp_path / "TinyLlama" / "tokenizer.json")
+    pajama("import", "--source", tmp_path / "TinyLlama", "--destination_path", tmp_path / "imported")
+    sample = Path(__file__).parents[1] / "pajama" / "sample"
+    pajama("prepare", "--source_path", sample, "--sample", "True", "--tokenizer_path", tmp_path / "imported", "--destination_path", tmp_path / "data")
+    out = tmp_path / "run"
+    result = pajama(
+        "pretrain", "--initial_checkpoint", tmp_path / "imported", "--train_data_dir", tmp_path / "data", "--out_dir", out,
+        "--block_size", "32", "--batch_size", "4", "--micro_batch_size", "2", "--max_iters", "2", "--eval_iters", "1",
+        "--learning_rate", "0", "--decay_lr", "false", "--accelerator", "cpu", "--precision", "32-true",
+    )  # fmt: skip
+    assert "vocab 600" in result.stdout  # the model's 600 rows kept: more than the tokenizer's 500 entries is fine
+    imported_config, imported, _ = checkpoint.load_model_weights(tmp_path / "imported")
+    config, trained, meta = checkpoint.load_model_weights(out)
+    assert (config.n_kv_head, config.n_head, config.block_size) == (2, 4, 32)
+    assert all(torch.equal(trained[k], v) for k, v in imported.items())
+    assert all(math.isfinite(loss) for loss in losses(out).values())
+    assert (out / "tokenizer.json").read_bytes() == hf_tokenizer_json.read_bytes()  # travelled: imported -> data -> run

@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on prepared data: loss and perplexity per subset and overall.
+"""Perplexity of a checkpoint on prepared data: loss and perplexity per subset and overall.
 
 The sequences are fixed: the first ``N`` non-overlapping blocks of ``block_size + 1`` tokens
 of each subset's stream (input and shifted target, as in training), with the same ``N`` for
@@ -22,6 +22,7 @@ from pajama import PajamaError
 from pajama.generate import load_model
 from pajama.loader import load_prepared
 from pajama.loader import mixture as mixture_weights
+from pajama.model import document_ids
 from pajama.precision import choose_precision, compute_dtype
 from pajama.progress import progress_bar
 
@@ -36,6 +37,7 @@ def evaluate(
     mixture: dict[str, float] | None = None,
     accelerator: str = "auto",
     precision: str | None = None,
+    document_mask: bool | None = None,
 ) -> dict:
     """Loss and perplexity of a checkpoint per subset and overall, on prepared data.
 
@@ -55,6 +57,7 @@ def evaluate(
         mixture: subset weights of the overall loss (default: the checkpoint's training mixture, else LLaMA's).
         accelerator: auto, cpu or cuda.
         precision: bf16-mixed, bf16-true, 16-mixed (autocast in that dtype) or 32-true; default: the fastest here (CPUs: measured).
+        document_mask: each token sees only its own document (see pretrain --document_mask); default: as the checkpoint was trained.
     """
     if max_tokens < 1:
         raise PajamaError(f"--max_tokens must be >= 1, got {max_tokens}")
@@ -76,6 +79,8 @@ def evaluate(
     config = model.config
     if data.vocab_size and data.vocab_size > config.vocab_size:
         raise PajamaError(f"{data.directory}: tokenizer of {data.vocab_size} tokens, more than the model's vocabulary of {config.vocab_size}")
+    if document_mask is None:
+        document_mask = bool(meta.get("train", {}).get("document_mask"))
     seq = block_size or config.block_size
     if not 1 <= seq <= config.block_size:
         raise PajamaError(f"--block_size must be between 1 and the model's context of {config.block_size}, got {seq}")
@@ -105,7 +110,7 @@ def evaluate(
             raise PajamaError(f"{data.directory}: subset {name} holds token id {int(rows.max())}, outside the model's vocabulary of {config.vocab_size}")
         batch = torch.from_numpy(rows).to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            logits = model(batch[:, :-1])
+            logits = model(batch[:, :-1], doc_ids=document_ids(batch[:, :-1], data.bos_id) if document_mask else None)
         losses = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="none")
         sums[name] += float(losses.double().sum())
 
@@ -123,6 +128,7 @@ def evaluate(
         "step": meta.get("step"),
         "data_dir": str(data.directory),
         "block_size": seq,
+        "document_mask": document_mask,
         "tokens": total,
         "loss": mixed,
         "perplexity": _perplexity(mixed),
@@ -138,7 +144,8 @@ def evaluate(
 def format_table(result: dict) -> str:
     """The console table of an :func:`evaluate` result."""
     lines = [
-        f"{result['checkpoint']} (step {result['step']}) on {result['data_dir']}, sequences of {result['block_size']} tokens",
+        f"{result['checkpoint']} (step {result['step']}) on {result['data_dir']}, sequences of {result['block_size']} tokens"
+        + (", each document on its own (document mask)" if result["document_mask"] else ""),
         f"{'subset':<22}{'weight':>8}{'sequences':>11}{'tokens':>13}{'loss':>9}{'perplexity':>13}",
     ]
     for name, s in result["subsets"].items():

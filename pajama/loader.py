@@ -27,7 +27,7 @@ import numpy as np
 from pajama import PajamaError
 from pajama.chunks import open_chunk, read_header
 from pajama.prepare import MANIFEST, SETTINGS
-from pajama.sources import LLAMA_WEIGHTS, SUBSETS, subset_of_prefix
+from pajama.corpora import LLAMA_WEIGHTS, SUBSETS, subset_of_prefix
 
 LLAMA_BOS = 1  # BOS of LLaMA's tokenizer, which lit-llama's data (no manifest) was made with
 
@@ -122,17 +122,68 @@ def load_prepared(directory: Path) -> PreparedData:
     return PreparedData(directory, streams, sha, vocab, bos)
 
 
-def mixture(subsets: list[str], weights: dict[str, float] | None = None) -> np.ndarray:
+def mixture(subsets: list[str], weights: dict[str, float] | None = None, tokens: list[int] | None = None) -> np.ndarray:
     """Sampling probabilities of ``subsets``: the given (or LLaMA's) weights, renormalised over
-    the subsets present."""
+    the subsets present. Subsets LLaMA's weights do not name (another corpus: code, say) are
+    sampled in proportion to their ``tokens`` when no weights are given and none present has one."""
+    given = weights is not None
     weights = LLAMA_WEIGHTS if weights is None else weights
-    unknown = sorted(set(weights) - set(SUBSETS))
+    unknown = sorted(set(weights) - set(SUBSETS) - set(subsets))
     if unknown:
-        raise PajamaError(f"mixture weights name unknown subset(s) {', '.join(unknown)}; known: {', '.join(SUBSETS)}")
+        raise PajamaError(f"mixture weights name unknown subset(s) {', '.join(unknown)}; present: {', '.join(subsets)}")
     p = np.array([float(weights.get(s, 0.0)) for s in subsets])
+    if not given and p.sum() == 0 and tokens is not None:
+        p = np.array(tokens, dtype=float)
     if (p < 0).any() or p.sum() <= 0:
         raise PajamaError(f"mixture weights must be >= 0 with a positive sum over the subsets present ({', '.join(subsets)})")
     return p / p.sum()
+
+
+def load_training_data(spec: Path | str | dict[str, float]) -> tuple[PreparedData, dict[str, float] | None]:
+    """``--train_data_dir``: one prepared directory, or several with sampling weights
+    (``{dir: weight, ...}``), read as one: streams named ``<directory name>/<subset>``, and
+    the directories' weights (normalised) under those names; None for one directory.
+
+    The directories must have been prepared with the same tokenizer.
+    """
+    if not isinstance(spec, dict):
+        return load_prepared(spec), None
+    if not spec:
+        raise PajamaError("--train_data_dir: no directory given")
+    parts = {Path(d).expanduser().resolve(): float(w) for d, w in spec.items()}
+    if any(w < 0 for w in parts.values()) or sum(parts.values()) <= 0:
+        raise PajamaError(f"--train_data_dir weights must be >= 0 with a positive sum, got {spec}")
+    labels = [d.name for d in parts]
+    if len(set(labels)) != len(labels):
+        raise PajamaError(f"--train_data_dir: directory names must differ (they name the data in metrics): {', '.join(labels)}")
+    datas = [load_prepared(d) for d in parts]
+    first = datas[0]
+    for data in datas[1:]:
+        if (data.tokenizer_sha256, data.bos_id) != (first.tokenizer_sha256, first.bos_id):
+            raise PajamaError(f"{data.directory} was prepared with another tokenizer than {first.directory}: mixed directories must share one")
+    streams = {f"{label}/{name}": stream for label, data in zip(labels, datas) for name, stream in data.streams.items()}
+    total = sum(parts.values())
+    weights = {label: w / total for label, w in zip(labels, parts.values())}
+    vocab = max((d.vocab_size for d in datas if d.vocab_size), default=None)
+    return PreparedData(first.directory, streams, first.tokenizer_sha256, vocab, first.bos_id), weights
+
+
+def stream_weights(streams: dict[str, int], subset_weights: dict[str, float] | None, directory_weights: dict[str, float] | None) -> dict[str, float]:
+    """Sampling probability of each stream (name -> tokens): across directories by
+    ``directory_weights`` (streams ``<directory>/<subset>``), within one by the subset weights
+    (see :func:`mixture`)."""
+    names = sorted(streams)
+    if directory_weights is None:
+        return dict(zip(names, map(float, mixture(names, subset_weights, [streams[n] for n in names]))))
+    out = {}
+    for label, share in directory_weights.items():
+        mine = [n for n in names if n.split("/", 1)[0] == label]
+        if not mine:
+            continue  # held out only: no stream of this directory in this split
+        within = mixture([n.split("/", 1)[1] for n in mine], subset_weights, [streams[n] for n in mine])
+        out.update({n: share * float(p) for n, p in zip(mine, within)})
+    total = sum(out.values())
+    return {n: p / total for n, p in sorted(out.items())}
 
 
 def _mix(x: int) -> int:
@@ -189,10 +240,10 @@ def split_blocks(data: PreparedData, block: int, val_fraction: float, holdout: b
 class MixtureSampler:
     """The endless, deterministic global sequence of training samples (see module docstring)."""
 
-    def __init__(self, splits: dict[str, Split], weights: dict[str, float] | None, block: int, seed: int) -> None:
+    def __init__(self, splits: dict[str, Split], probabilities: dict[str, float], block: int, seed: int) -> None:
         self.names = sorted(splits)
         self.splits = [splits[n] for n in self.names]
-        self.cumulative = np.cumsum(mixture(self.names, weights))
+        self.cumulative = np.cumsum([probabilities[n] for n in self.names])
         self.block, self.seed = block, seed
         self.counts = [0] * len(self.names)  # samples drawn per subset so far
         self.next_sample = 0  # global index of the next sample
@@ -225,13 +276,13 @@ class MixtureSampler:
         return np.stack([self.splits[s].stream.read(b * self.block, self.block) for s, b in samples])
 
 
-def validation_samples(val: dict[str, Split], weights: dict[str, float] | None, total: int) -> list[tuple[str, int]]:
-    """A fixed list of ``total`` validation blocks shared out over the subsets by their weights
-    (at least one each, at most what each holds): (subset, block index)."""
+def validation_samples(val: dict[str, Split], probabilities: dict[str, float], total: int) -> list[tuple[str, int]]:
+    """A fixed list of ``total`` validation blocks shared out over the subsets by their sampling
+    probabilities (at least one each, at most what each holds): (subset, block index)."""
     names = sorted(val)
     if not names:
         return []
-    p = mixture(names, weights)
+    p = [probabilities[n] for n in names]
     out = []
     for name, share in zip(names, p):
         n = min(val[name].count, max(1, round(total * share)))

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from pajama import PajamaError, checkpoint, memory, usable_cpus
 from pajama.hardware import available_memory
-from pajama.loader import MixtureSampler, PreparedData, load_prepared, mixture, split_blocks, validation_samples
+from pajama.loader import MixtureSampler, PreparedData, load_prepared, load_training_data, split_blocks, stream_weights, validation_samples
 from pajama.metrics import MetricsLog, peak_flops, peak_memory_gb, task_parts
 from pajama.model import LLaMA, document_ids
 from pajama.model_config import ModelConfig, preset
@@ -55,8 +55,8 @@ class TrainConfig:
     Rerunning the same command resumes from the newest checkpoint in ``out_dir``.
     """
 
-    train_data_dir: Path = Path("data/lit-redpajama")
-    """Directory written by ``pajama prepare`` (or lit-llama's prepare)."""
+    train_data_dir: dict[str, float] | Path = Path("data/lit-redpajama")
+    """Directory written by ``pajama prepare`` (or lit-llama's prepare); or several, each with its sampling weight: '{data/slimpajama: 0.69, data/starcoder: 0.31}' (same tokenizer; --mixture weights the subsets inside each)."""
     val_data_dir: Path | None = None
     """Separate prepared validation data; default: hold out the tail of each training subset."""
     model_name: str = "7B"
@@ -190,7 +190,7 @@ def _validate(config: TrainConfig) -> None:
         )
     # Clear errors before any process starts.
     _preset_shape(config)
-    load_prepared(config.train_data_dir)
+    load_training_data(config.train_data_dir)
     if config.max_time is not None:
         _parse_duration(config.max_time)
     if config.eval_task_limit is not None and config.eval_task_limit < 1:
@@ -233,7 +233,7 @@ def _choose_precision(config: TrainConfig) -> tuple[TrainConfig, list[str]]:
     device = device_type(config.accelerator)
     if device == "cpu":
         torch.set_num_threads(_cpu_threads(config.devices))  # probe on the threads training will use
-    model_config = _model_config(config, load_prepared(config.train_data_dir), resuming)
+    model_config = _model_config(config, load_training_data(config.train_data_dir)[0], resuming)
     micro = config.micro_batch_size if config.micro_batch_size != "auto" else 8
     choice = choose_precision(config.precision, device, model_config, tokens=micro * model_config.block_size)
     return replace(config, precision=choice.precision), [choice.reason] + ([f"warning: {choice.warning}"] if choice.warning else [])
@@ -389,6 +389,7 @@ class _Training:
     sampler: MixtureSampler
     val_splits: dict
     val_samples: list
+    val_weights: dict[str, float]  # of each validation stream in the overall validation loss
     block: int  # tokens per sample: the context plus the next-token target
     accum: int  # micro-batches per optimizer step on each device
     doc_bos: int | None  # --document_mask: documents start at this id
@@ -411,7 +412,7 @@ def _setup(fabric, config: TrainConfig, notes: list[str]) -> _Training:
         fabric.print(line)
     _check_same_precision(fabric, config.precision)
     out_dir = Path(config.out_dir).expanduser().resolve()
-    train_data = load_prepared(config.train_data_dir)
+    train_data, directory_weights = load_training_data(config.train_data_dir)
     val_data = load_prepared(config.val_data_dir) if config.val_data_dir else None
     # Rank 0 picks the checkpoint to resume from, so that every rank loads the same one.
     resuming = fabric.broadcast(_resume_path(config), src=0)
@@ -424,7 +425,10 @@ def _setup(fabric, config: TrainConfig, notes: list[str]) -> _Training:
         if val_data.tokenizer_sha256 != train_data.tokenizer_sha256:
             raise PajamaError(f"{val_data.directory} was prepared with another tokenizer than {train_data.directory}")
         val_splits, _ = split_blocks(val_data, block, 0.0, holdout=False)
-    sampler = MixtureSampler(train_splits, config.mixture, block, config.seed)
+    train_weights = stream_weights({n: s.stream.tokens for n, s in train_splits.items()}, config.mixture, directory_weights)
+    # The overall validation loss weighs each stream as training samples it.
+    val_weights = stream_weights({n: s.stream.tokens for n, s in val_splits.items()}, config.mixture, None if val_data else directory_weights) if val_splits else {}
+    sampler = MixtureSampler(train_splits, train_weights, block, config.seed)
     world, rank = fabric.world_size, fabric.global_rank
 
     # Model: created without memory (meta) under FSDP, materialised sharded, then initialised.
@@ -454,7 +458,7 @@ def _setup(fabric, config: TrainConfig, notes: list[str]) -> _Training:
     )
     optimizer = fabric.setup_optimizers(optimizer)
     config = _choose_micro_batch(fabric, config, model, model_config, resuming)
-    val_samples = validation_samples(val_splits, config.mixture, config.eval_iters * config.micro_batch_size)
+    val_samples = validation_samples(val_splits, val_weights, config.eval_iters * config.micro_batch_size)
     accum = config.batch_size // (config.micro_batch_size * world)
     scaler = getattr(fabric.strategy.precision, "scaler", None)
 
@@ -500,16 +504,16 @@ def _setup(fabric, config: TrainConfig, notes: list[str]) -> _Training:
         f"model {model_config.name}: {model_config.num_parameters():,} parameters, context {model_config.block_size}, vocab {model_config.vocab_size}\n"
         f"data: {', '.join(f'{n} {s.tokens:,}' for n, s in train_data.streams.items())} tokens; "
         f"validation: {len(val_samples)} sequences\n"
-        f"{_mixture_line(sampler.names, config.mixture)}\n"
+        f"{_mixture_line(train_weights, config.mixture)}\n"
         f"{world} device(s) x {config.micro_batch_size} sequences x {accum} accumulation = {config.batch_size} sequences "
         f"({tokens_per_step:,} tokens) per step; {config.max_iters} steps"
         + (f"; resumed from {resuming} at step {state['step']}" if resuming else "")
     )
     return _Training(
         config=config, model_config=model_config, model=model, optimizer=optimizer, scaler=scaler, sampler=sampler,
-        val_splits=val_splits, val_samples=val_samples, block=block, accum=accum,
+        val_splits=val_splits, val_samples=val_samples, val_weights=val_weights, block=block, accum=accum,
         doc_bos=train_data.bos_id if config.document_mask else None, state=state, meta=meta, tokenizer=tokenizer, out_dir=out_dir,
-        log=MetricsLog(out_dir, sorted(val_splits), config.logger, resume_step=state["step"], enabled=rank == 0, extra_columns=tasks.columns if tasks else ()),
+        log=MetricsLog(out_dir, sorted(val_splits) + sorted({n.split('/', 1)[0] for n in val_splits if '/' in n}), config.logger, resume_step=state["step"], enabled=rank == 0, extra_columns=tasks.columns if tasks else ()),
         tokens_per_step=tokens_per_step, flops_per_token=model_config.flops_per_token(model_config.block_size),
         peak_flops=peak_flops(fabric.device, config.peak_tflops), tasks=tasks,
     )  # fmt: skip
@@ -706,12 +710,12 @@ def _check_same_precision(fabric, precision: str) -> None:
         raise PajamaError("the processes of this run chose different precisions (a CPU measured at the margin); give --precision")
 
 
-def _mixture_line(names: list[str], weights: dict[str, float] | None) -> str:
+def _mixture_line(probabilities: dict[str, float], weights: dict[str, float] | None) -> str:
     """The sampling proportions in use, and the weights that have no effect."""
-    p = mixture(names, weights)
-    line = "mixture: " + ", ".join(f"{n} {w:.1%}" for n, w in zip(names, p) if w > 0)
-    unused = [n for n, w in zip(names, p) if w == 0]
-    absent = sorted(set(weights if weights is not None else LLAMA_WEIGHTS) - set(names))
+    line = "mixture: " + ", ".join(f"{n} {w:.1%}" for n, w in probabilities.items() if w > 0)
+    unused = [n for n, w in probabilities.items() if w == 0]
+    subsets = {n.rsplit("/", 1)[-1] for n in probabilities}
+    absent = sorted(set(weights if weights is not None else LLAMA_WEIGHTS) - subsets)
     if unused:
         line += f"; not trained on (weight 0): {', '.join(unused)}"
     if absent:
@@ -787,16 +791,23 @@ def _evaluate(fabric, run: _Training) -> dict[str, float]:
             counts[i] += w
     sums = fabric.all_reduce(sums, reduce_op="sum")
     counts = fabric.all_reduce(counts, reduce_op="sum")
-    from pajama.loader import mixture
-
-    present = [i for i in range(len(names)) if counts[i] > 0]
-    p = mixture([names[i] for i in present], config.mixture)
-    per_subset = {names[i]: float(sums[i] / counts[i]) for i in present}
-    overall = float(sum(pi * per_subset[names[i]] for pi, i in zip(p, present)))
+    per_stream = {names[i]: float(sums[i] / counts[i]) for i in range(len(names)) if counts[i] > 0}
     model.train()
+    overall = _weighted(per_stream, run.val_weights)
     out = {"val_loss": overall, "val_ppl": math.exp(min(overall, 50.0))}
-    out.update({f"val_loss/{n}": v for n, v in per_subset.items()})
+    out.update({f"val_loss/{n}": v for n, v in per_stream.items()})
+    directories = sorted({n.split("/", 1)[0] for n in per_stream if "/" in n})
+    for d in directories:  # several training directories: each one's loss too
+        out[f"val_loss/{d}"] = _weighted({n: v for n, v in per_stream.items() if n.startswith(d + "/")}, run.val_weights)
     return out
+
+
+def _weighted(losses: dict[str, float], weights: dict[str, float]) -> float:
+    """Mean of ``losses`` by ``weights``, renormalised over the streams present."""
+    total = sum(weights[n] for n in losses)
+    if total <= 0:  # only streams not trained on (weight 0) hold validation data
+        return sum(losses.values()) / len(losses)
+    return sum(weights[n] * v for n, v in losses.items()) / total
 
 
 def _evaluate_tasks(fabric, run: _Training) -> dict[str, float]:

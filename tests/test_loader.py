@@ -6,7 +6,7 @@ import pytest
 
 from pajama import PajamaError
 from pajama.chunks import ChunkWriter
-from pajama.loader import MixtureSampler, load_prepared, mixture, permute, split_blocks, validation_samples
+from pajama.loader import MixtureSampler, load_prepared, load_training_data, mixture, permute, split_blocks, stream_weights, validation_samples
 from pajama.sources import LLAMA_WEIGHTS
 
 
@@ -17,12 +17,18 @@ def write_subset(directory, prefix, subset, tokens, chunk_size, manifest_chunks)
         manifest_chunks.append({"file": name, "subset": subset, "tokens": n})
 
 
-def make_data(directory, sizes, chunk_size=100):
+def weights_of(splits):
+    """LLaMA's sampling weights over the subsets of ``splits``, as pretrain computes them."""
+    return stream_weights({n: s.stream.tokens for n, s in splits.items()}, None, None)
+
+
+def make_data(directory, sizes, chunk_size=100, sha256="abc"):
     """A prepared directory whose tokens encode (subset index, position) so reads can be checked."""
+    directory.mkdir(parents=True, exist_ok=True)
     chunks = []
     for i, (subset, n) in enumerate(sorted(sizes.items())):
         write_subset(directory, f"{subset}_x-0000", subset, (np.arange(n) % 1000) + 1000 * i, chunk_size, chunks)
-    manifest = {"tokenizer": {"sha256": "abc", "vocab_size": 8000}, "chunks": chunks}
+    manifest = {"tokenizer": {"sha256": sha256, "vocab_size": 8000}, "chunks": chunks}
     (directory / "manifest.json").write_text(json.dumps(manifest))
     return load_prepared(directory)
 
@@ -53,9 +59,9 @@ def test_validation_blocks_never_overlap_training(tmp_path):
     for name in ("arxiv", "c4"):
         t, v = train[name], val[name]
         assert v.count >= 1 and t.first + t.count == v.first
-    sampler = MixtureSampler(train, None, 33, seed=0)
+    sampler = MixtureSampler(train, weights_of(train), 33, seed=0)
     drawn = {(sampler.names[s], b) for s, b in sampler.draw(5000)}
-    held = {(n, b) for n, b in validation_samples(val, None, 10_000)}
+    held = {(n, b) for n, b in validation_samples(val, weights_of(val), 10_000)}
     assert drawn and held and not drawn & held
     train, val = split_blocks(data, block=33, val_fraction=0.0, holdout=True)  # --val_fraction 0: train on everything
     assert val == {} and train["arxiv"].count == 5000 // 33
@@ -65,7 +71,7 @@ def test_mixture_proportions_match_weights(tmp_path):
     sizes = {s: 3000 for s in LLAMA_WEIGHTS}
     data = make_data(tmp_path, sizes)
     train, _ = split_blocks(data, block=10, val_fraction=0.0, holdout=False)
-    sampler = MixtureSampler(train, None, 10, seed=7)
+    sampler = MixtureSampler(train, weights_of(train), 10, seed=7)
     counts = Counter(sampler.names[s] for s, _ in sampler.draw(50_000))
     total = sum(LLAMA_WEIGHTS.values())
     for subset, weight in LLAMA_WEIGHTS.items():
@@ -81,10 +87,52 @@ def test_mixture_renormalises_over_present_subsets():
         mixture(["arxiv"], {"book": 1.0})
 
 
+def test_subsets_of_other_corpora_are_sampled_by_their_tokens():
+    p = mixture(["python", "rust"], None, tokens=[3000, 1000])  # no LLaMA weight for either
+    np.testing.assert_allclose(p, [0.75, 0.25])
+    np.testing.assert_allclose(mixture(["python", "rust"], {"python": 1.0, "rust": 1.0}), [0.5, 0.5])
+    with pytest.raises(PajamaError, match="positive sum"):
+        mixture(["python"], {"c4": 1.0}, tokens=[10])  # weights given explicitly: no fallback
+
+
+def test_two_directories_mix_by_their_weights_and_inside_by_the_subset_weights(tmp_path):
+    make_data(tmp_path / "slimpajama", {"c4": 4000, "common_crawl": 4000, "github": 4000})
+    make_data(tmp_path / "starcoder", {"python": 6000, "java": 2000})
+    data, directories = load_training_data({str(tmp_path / "slimpajama"): 0.69, str(tmp_path / "starcoder"): 0.31})
+    assert directories == pytest.approx({"slimpajama": 0.69, "starcoder": 0.31})
+    assert sorted(data.streams) == ["slimpajama/c4", "slimpajama/common_crawl", "slimpajama/github", "starcoder/java", "starcoder/python"]
+    train, _ = split_blocks(data, block=10, val_fraction=0.0, holdout=False)
+    weights = stream_weights({n: s.stream.tokens for n, s in train.items()}, None, directories)
+    # Expected, computed independently: LLaMA's weights inside SlimPajama, tokens inside Starcoder.
+    llama = {"c4": 15.0, "common_crawl": 67.0, "github": 4.5}
+    expected = {f"slimpajama/{k}": 0.69 * v / sum(llama.values()) for k, v in llama.items()}
+    expected |= {"starcoder/python": 0.31 * 0.75, "starcoder/java": 0.31 * 0.25}
+    assert weights == pytest.approx(expected)
+    sampler = MixtureSampler(train, weights, 10, seed=5)
+    counts = Counter(sampler.names[s] for s, _ in sampler.draw(60_000))
+    for name, p in expected.items():
+        assert abs(counts[name] / 60_000 - p) < 0.01, name
+    block = sampler.read([(sampler.names.index("starcoder/java"), 0)])[0]
+    assert (block // 1000 == 0).all()  # java is the first subset of its directory: its own tokens
+    # The same subset name in two directories stays two streams.
+    make_data(tmp_path / "other", {"c4": 3000})
+    both, _ = load_training_data({str(tmp_path / "slimpajama"): 1, str(tmp_path / "other"): 1})
+    assert "other/c4" in both.streams and "slimpajama/c4" in both.streams
+
+
+def test_mixed_directories_must_share_a_tokenizer(tmp_path):
+    make_data(tmp_path / "a", {"c4": 100})
+    make_data(tmp_path / "b", {"c4": 100}, sha256="def")
+    with pytest.raises(PajamaError, match="another tokenizer"):
+        load_training_data({str(tmp_path / "a"): 1, str(tmp_path / "b"): 1})
+    with pytest.raises(PajamaError, match="positive sum"):
+        load_training_data({str(tmp_path / "a"): 0})
+
+
 def test_every_block_once_per_epoch_then_reshuffled(tmp_path):
     data = make_data(tmp_path, {"c4": 20 * 8})
     train, _ = split_blocks(data, block=8, val_fraction=0.0, holdout=False)
-    sampler = MixtureSampler(train, None, 8, seed=1)
+    sampler = MixtureSampler(train, weights_of(train), 8, seed=1)
     first = [b for _, b in sampler.draw(20)]
     second = [b for _, b in sampler.draw(20)]
     assert sorted(first) == sorted(second) == list(range(20))
@@ -94,13 +142,13 @@ def test_every_block_once_per_epoch_then_reshuffled(tmp_path):
 def test_global_stream_is_independent_of_world_size_and_resumable(tmp_path):
     data = make_data(tmp_path, {"arxiv": 4000, "c4": 4000, "github": 500})
     train, _ = split_blocks(data, block=9, val_fraction=0.0, holdout=False)
-    one = MixtureSampler(train, None, 9, seed=3)
+    one = MixtureSampler(train, weights_of(train), 9, seed=3)
     batches = [one.draw(12) for _ in range(6)]
     # A resumed sampler continues with exactly the same samples.
-    resumed = MixtureSampler(train, None, 9, seed=3)
+    resumed = MixtureSampler(train, weights_of(train), 9, seed=3)
     resumed.draw(12 * 3)
     state = json.loads(json.dumps(resumed.state_dict()))
-    fresh = MixtureSampler(train, None, 9, seed=3)
+    fresh = MixtureSampler(train, weights_of(train), 9, seed=3)
     fresh.load_state_dict(state)
     assert [fresh.draw(12) for _ in range(3)] == batches[3:]
     # Rank slices of each global batch are disjoint and together are the global batch.
@@ -116,8 +164,8 @@ def test_sampler_refuses_state_of_other_data(tmp_path):
     (tmp_path / "b").mkdir()
     a = make_data(tmp_path / "a", {"arxiv": 100})
     b = make_data(tmp_path / "b", {"c4": 100})
-    sa = MixtureSampler(split_blocks(a, 9, 0, False)[0], None, 9, 0)
-    sb = MixtureSampler(split_blocks(b, 9, 0, False)[0], None, 9, 0)
+    sa = MixtureSampler(split_blocks(a, 9, 0, False)[0], {"arxiv": 1.0}, 9, 0)
+    sb = MixtureSampler(split_blocks(b, 9, 0, False)[0], {"c4": 1.0}, 9, 0)
     with pytest.raises(PajamaError, match="subsets"):
         sb.load_state_dict(sa.state_dict())
 

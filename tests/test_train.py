@@ -545,3 +545,22 @@ def test_continue_an_imported_tinyllama_shaped_model_with_its_own_tokenizer(hf_t
     assert all(torch.equal(trained[k], v) for k, v in imported.items())
     assert all(math.isfinite(loss) for loss in losses(out).values())
     assert (out / "tokenizer.json").read_bytes() == hf_tokenizer_json.read_bytes()  # travelled: imported -> data -> run
+
+
+def test_two_directory_mixture_trains_and_resumes_exactly(prepared, tmp_path):
+    data, tokenizer = prepared
+    sample = Path(__file__).parents[1] / "pajama" / "sample"
+    code = tmp_path / "code"
+    pajama("prepare", "--source_path", sample, "--sample", "True", "--subsets", "[github]", "--tokenizer_path", tokenizer, "--destination_path", code, "--chunk_size", "65536")
+    mix = f"{{{data}: 0.7, {code}: 0.3}}"
+    common = ["pretrain", "--train_data_dir", mix, *SMALL, "--save_interval", "3", "--eval_interval", "3", "--lr_decay_iters", "100"]
+    result = pajama(*common, "--max_iters", "6", "--out_dir", tmp_path / "straight")
+    assert "code/github 30.0%" in result.stdout and "data/common_crawl" in result.stdout
+    pajama(*common, "--max_iters", "3", "--out_dir", tmp_path / "resumed")
+    pajama(*common, "--max_iters", "6", "--out_dir", tmp_path / "resumed")
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+    last = rows(tmp_path / "straight")[-1]
+    assert float(last["val_loss/code"]) == float(last["val_loss/code/github"])  # per directory and per stream
+    assert last["val_loss/data"] and last["val_loss/data/arxiv"]
+    state = torch.load(checkpoint.list_checkpoints(tmp_path / "straight")[-1] / "state", weights_only=True)
+    assert state["sampler"]["counts"]["code/github"] > 0

@@ -189,16 +189,16 @@ def _validate(config: TrainConfig) -> None:
             "which a fresh run would mix with its own: use another --out_dir, or delete them"
         )
     # Clear errors before any process starts.
-    _preset_shape(config)
-    load_training_data(config.train_data_dir)
-    if config.max_time is not None:
-        _parse_duration(config.max_time)
     if config.eval_task_limit is not None and config.eval_task_limit < 1:
         raise PajamaError(f"--eval_task_limit must be >= 1, got {config.eval_task_limit}")
     if config.eval_tasks:
         from pajama.evaluation.harness import check_tasks
 
         check_tasks(config.eval_tasks, config.eval_task_include_path)  # the extra installed, every name known
+    _preset_shape(config)
+    load_training_data(config.train_data_dir)
+    if config.max_time is not None:
+        _parse_duration(config.max_time)
 
 
 def _parse_duration(text: str) -> float:
@@ -331,7 +331,8 @@ def _run(fabric, config: TrainConfig, started: float, notes: list[str]) -> None:
     stop = _StopSignals(config.max_time, announce=rank == 0, started=started)
     if step == 0 and (initial := _evaluate(fabric, run) | _evaluate_tasks(fabric, run)):
         run.log.write(0, tokens, initial)
-        fabric.print(" | ".join(["step 0", *([f"val {initial['val_loss']:.4f} (ppl {initial['val_ppl']:.1f})"] if "val_loss" in initial else []), *task_parts(initial)]))
+        val = [f"val {initial['val_loss']:.4f} (ppl {initial['val_ppl']:.1f})"] if "val_loss" in initial else []
+        fabric.print(" | ".join(["step 0", *val, *task_parts(initial)]))
     bar = progress_bar(total=config.max_iters, initial=step, desc="pretrain", unit="step", disable=rank != 0, dynamic_ncols=True)
     bad_steps = 0
     while step < config.max_iters:

@@ -25,10 +25,10 @@ from __future__ import annotations
 import contextlib
 import datetime
 import difflib
+import functools
 import json
 import os
 import random
-import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -53,9 +53,11 @@ TINYLLAMA = {
     "arc_easy": "acc_norm", "boolq": "acc", "piqa": "acc_norm",
 }  # fmt: skip
 GROUPS = {"tinyllama": TINYLLAMA}
-# simple_evaluate's seeds (python, numpy, torch, few-shot sampler), used on every path so that
-# pajama's runs, in training or after, draw the same few-shot examples as the harness's own.
-SEEDS = (0, 1234, 1234, 1234)
+# simple_evaluate's seeds (python, numpy, few-shot sampler), used on every path so that pajama's
+# runs, in training or after, draw what the harness's own runs draw (few-shot examples, and
+# whatever a task's document processing draws). Its torch seed is left out: greedy evaluation
+# draws nothing from torch, and training's generators stay untouched.
+SEEDS = (0, 1234, 1234)
 MAX_GEN_TOKS = 256  # the harness's default for a task that sets none
 # Draws for the standard error of metrics without a closed form (perplexity, f1 ...; accuracy
 # has one). The harness's default is 100,000 in forked worker processes, and forking a process
@@ -188,7 +190,9 @@ class PajamaLM(TemplateLM):
         sequence padded on the right, which a causal model never looks at."""
         rows = []
         for _, context, continuation in requests:
-            if not continuation or len(continuation) > self.max_length:
+            if not continuation:
+                raise PajamaError("a task asks for the log-likelihood of an empty continuation (its text encodes to no token of its own)")
+            if len(continuation) > self.max_length:
                 raise PajamaError(f"a task asks for the log-likelihood of {len(continuation)} tokens; the model's context holds {self.max_length}")
             whole = context + continuation
             if len(whole) > self.max_length + 1:
@@ -288,7 +292,7 @@ class PajamaLM(TemplateLM):
         text = ""
         while True:
             if running:
-                token = int(logits.argmax(-1))
+                token = int(logits[..., : self.tokenizer.vocab_size].argmax(-1))  # rows past the tokenizer's (padding) are no text
                 if token == self.eot_token_id:
                     running = False
                 else:
@@ -335,16 +339,14 @@ def _column(task: str, metric: str, filter_name: str) -> str:
 @contextlib.contextmanager
 def _seeded() -> Iterator[None]:
     """The harness's seeds inside, the caller's random state back after (training's, say)."""
-    state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    state = random.getstate(), np.random.get_state()
     random.seed(SEEDS[0])
     np.random.seed(SEEDS[1])
-    torch.random.manual_seed(SEEDS[2])
     try:
         yield
     finally:
         random.setstate(state[0])
         np.random.set_state(state[1])
-        torch.set_rng_state(state[2])
 
 
 @contextlib.contextmanager
@@ -364,39 +366,51 @@ def _environment(**variables: str) -> Iterator[None]:
 def _task_manager(names: list[str], include_path: Path | None):
     """The harness's task index: the local tasks alone when they hold every name asked
     (indexing the harness's own thousands takes seconds), else everything."""
-    from lm_eval.tasks import TaskManager
-
     if include_path is not None:
-        include_path = Path(include_path).expanduser()
+        include_path = Path(include_path).expanduser().resolve()
         if not include_path.exists():
             raise PajamaError(f"--include_path {include_path}: not found (a directory of lm-evaluation-harness task YAML files)")
-        try:
-            local = TaskManager(include_path=str(include_path), include_defaults=False)
-        except TypeError:  # an older harness without include_defaults
-            local = None
+        local = _index(str(include_path), defaults=False)
         if local is not None and all(n in local.all_tasks for n in names):
             return local
-        return TaskManager(include_path=str(include_path))
-    return TaskManager()
+    return _index(str(include_path) if include_path is not None else None, defaults=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _index(include_path: str | None, defaults: bool):
+    """A TaskManager (it only reads YAML files: one per process will do); None if this
+    harness cannot leave out its own tasks."""
+    from lm_eval.tasks import TaskManager
+
+    if defaults:
+        return TaskManager(include_path=include_path)
+    try:
+        return TaskManager(include_path=include_path, include_defaults=False)
+    except TypeError:  # an older harness, without include_defaults
+        return None
 
 
 def check_tasks(tasks: str | list[str], include_path: Path | None = None):
     """The names asked (pajama's groups expanded) and the task index, or a PajamaError naming
     an unknown task with the closest known names."""
     asked = task_names(tasks)
-    names = list(dict.fromkeys(t for n in asked for t in (GROUPS[n] if n in GROUPS else [n])))
+    names = list(dict.fromkeys(t for n in asked for t in GROUPS.get(n, [n])))
     manager = _task_manager(names, include_path)
     known = set(manager.all_tasks)
+    expanded = []
     for name in names:
-        if name in known or (any(c in name for c in "*?[") and manager.match_tasks([name])):
-            continue
-        close = difflib.get_close_matches(name, list(known) + list(GROUPS), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        where = f" or in {include_path}" if include_path else " (local tasks: --include_path DIR of task YAML files)"
-        raise PajamaError(f"unknown task {name!r}: not a task, group or tag of lm-evaluation-harness{where}{hint}")
-    chat = [n for n in names if re.search(r"(^|_)(chat|instruct)($|_)", n)]
+        # A pattern (mmlu_*) stands for the names it matches, as on the harness's command line.
+        found = [name] if name in known else sorted(manager.match_tasks([name])) if any(c in name for c in "*?[") else []
+        if not found:
+            close = difflib.get_close_matches(name, list(known) + list(GROUPS), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            where = f" or in {include_path}" if include_path else " (local tasks: --include_path DIR of task YAML files)"
+            raise PajamaError(f"unknown task {name!r}: not a task, group or tag of lm-evaluation-harness{where}{hint}")
+        expanded += found
+    names = list(dict.fromkeys(expanded))
+    chat = [n for n in names if n.endswith("_chat")]  # the harness's name for a task's variant for chat models
     if chat:
-        base = chat[0].replace("_chat", "").replace("_instruct", "")
+        base = chat[0].removesuffix("_chat")
         hint = f" (try {base})" if base in known else ""
         raise PajamaError(f"task {chat[0]} is written for chat models, whose prompts go through a chat template; a pre-trained pajama model has none{hint}")
     return asked, names, manager
@@ -457,7 +471,7 @@ def download_tasks(tasks: str | list[str], include_path: Path | None = None) -> 
     print("evaluate offline with the same HF_HOME and HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1")
 
 
-def run_tasks(lm: PajamaLM, tasks: Tasks, limit: int | float | None = None, bootstrap_iters: int = BOOTSTRAP_ITERS, log_samples: bool = True) -> dict:
+def run_tasks(lm: PajamaLM, tasks: Tasks, limit: float | None = None, bootstrap_iters: int = BOOTSTRAP_ITERS, log_samples: bool = True) -> dict:
     """Evaluate loaded tasks with the harness's own evaluation loop and metrics; the same
     few-shot examples on every run (the harness's seeds)."""
     from lm_eval import evaluator
@@ -465,7 +479,7 @@ def run_tasks(lm: PajamaLM, tasks: Tasks, limit: int | float | None = None, boot
     if limit is not None and float(limit) >= 1:
         limit = int(limit)
     for task in tasks.leaves.values():  # the few-shot sampler draws again from its seed
-        task.set_fewshot_seed(seed=SEEDS[3])
+        task.set_fewshot_seed(seed=SEEDS[2])
     with _seeded(), _environment(DISABLE_MULTIPROC="1"):  # bootstrap in this process (see BOOTSTRAP_ITERS)
         results = evaluator.evaluate(lm=lm, task_dict=tasks.loaded, limit=limit, bootstrap_iters=bootstrap_iters, log_samples=log_samples)
     results = dict(results)
@@ -527,6 +541,8 @@ def evaluate_tasks(
         raise PajamaError(f"--batch_size must be >= 1, got {batch_size}")
     if limit is not None and not limit > 0:
         raise PajamaError(f"--limit must be positive (a number of examples, or a fraction below 1), got {limit}")
+    if limit is not None and float(limit) >= 1:
+        limit = int(limit)  # a number of examples (below 1: a fraction of them)
     if num_fewshot is not None and num_fewshot < 0:
         raise PajamaError(f"--num_fewshot must be >= 0, got {num_fewshot}")
     if accelerator not in ("auto", "cpu", "cuda"):

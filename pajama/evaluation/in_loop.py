@@ -10,6 +10,8 @@ same step, whatever the number of devices.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 from pathlib import Path
 
@@ -56,6 +58,8 @@ class TrainingTasks:
         model.eval()
         # Fabric's module runs the forward in the run's precision (autocast) itself.
         lm = PajamaLM(model, self.model_config, self.tokenizer, fabric.device, batch_size=self.batch_size, cache_dtype=self.cache_dtype, share=self.share, progress=False)
-        results = run_tasks(lm, self.tasks, limit=self.limit, bootstrap_iters=0, log_samples=False)
+        # Without the harness's progress bars (one per task on every process): training's own lines stay readable.
+        with contextlib.redirect_stderr(io.StringIO()):
+            results = run_tasks(lm, self.tasks, limit=self.limit, bootstrap_iters=0, log_samples=False)
         model.train()
         return flatten(results) | {"eval_task_time": time.perf_counter() - start}

@@ -9,6 +9,15 @@ Two corpora of real text, each with a tokenizer trained on it:
              and other documentation under /usr/share/doc, the standard library's sources,
              whichever of them the machine has; an 8000-token BPE.
 
+``--layout`` writes the same documents in other layouts too, each measured on its own:
+
+  redpajama   RedPajama-Data-1T's (the default): a folder per subset;
+  slimpajama  SlimPajama-627B's: the documents shuffled over ``train/chunk<N>/example_train_<i>.jsonl.zst``
+              files, each naming its subset in ``meta.redpajama_set_name`` (prepare routes them back,
+              with ``--chunk_size`` 2049 * 256, as the README advises for SlimPajama);
+  parquet     a code corpus's: Parquet files (snappy, row groups of 1,000 rows) with the text in a
+              ``content`` column beside another, prepared as one subset (``--text_field content``).
+
 The tokenizer is a SentencePiece BPE trained like LLaMA's (``--kind sentencepiece``, the
 default) or a Hugging Face ``tokenizer.json`` (``--kind huggingface``): a byte-level BPE with
 Llama 3's pre-tokenizer and special tokens, trained by the tokenizers library.
@@ -32,7 +41,7 @@ Each row gives the cores other processes kept busy while it ran (and the load av
 printed before and after). The output starts with the machine: the CPU's model and features,
 and any instruction-set cap set in the environment; ``--json`` writes all of it to a file.
 
-    python bench/prepare_bench.py [--size_mb 150] [--cases redpajama mid] [--json out.json]
+    python bench/prepare_bench.py [--size_mb 150] [--cases redpajama mid] [--layout redpajama slimpajama parquet] [--json out.json]
         [--workdir /tmp/pajama-prepare-bench] [--kind sentencepiece|huggingface] [--tokenizer_path M]
 """
 
@@ -59,9 +68,12 @@ import sys
 import sysconfig
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import sentencepiece as spm
 import tokenizers
 import zstandard
@@ -69,7 +81,7 @@ import zstandard
 from pajama.chunks import ChunkWriter, dtype_for_vocab
 from pajama.hardware import cpu_info, emulated_isa
 from pajama.prepare import prepare
-from pajama.sources import DocumentReader, find_source_files
+from pajama.corpora import SET_NAMES, find_source_files, open_documents
 from pajama.tokenizer import BATCH_CHARS, load_tokenizer, train_tokenizer
 from pajama.tokenizer.huggingface import PARALLELISM, SPLIT_PATTERNS
 
@@ -180,8 +192,41 @@ CASES = {
 }
 
 
-def load_texts(root: Path) -> list[str]:
-    return [d.text for f in find_source_files(root) for d in DocumentReader(f)]
+LAYOUTS = ("redpajama", "slimpajama", "parquet")
+# What prepare (and reading the corpus) is told about each layout.
+LAYOUT_ARGS = {"redpajama": {}, "slimpajama": {"layout": "slimpajama"}, "parquet": {"layout": "parquet", "text_field": "content", "subset_name": "code"}}
+SLIM_FILES = 8  # of the SlimPajama layout: units enough for 2 workers, each of some MB
+PARQUET_FILES = 4
+PARQUET_ROW_GROUP = 1000  # rows
+
+
+def load_texts(root: Path, layout: str = "redpajama") -> list[str]:
+    """The documents of a corpus, in the order prepare reads its files."""
+    return [d.text for f in find_source_files(root, **LAYOUT_ARGS[layout]) for d in open_documents(f)]
+
+
+def layout_chunk_size(layout: str) -> int:
+    return 2049 * 256 if layout == "slimpajama" else 2049 * 1024
+
+
+def write_layout(source: Path, root: Path, layout: str, files: int | None = None) -> None:
+    """The documents of the RedPajama-layout corpus at ``source`` written in ``layout``:
+    SlimPajama's (shuffled, each naming its subset) or a code corpus's Parquet files; in
+    ``files`` files (default: ``SLIM_FILES`` or ``PARQUET_FILES``)."""
+    docs = [(f.subset, d.text) for f in find_source_files(source) for d in open_documents(f)]
+    if layout == "slimpajama":
+        names = {subset: name for name, subset in SET_NAMES.items()}
+        random.Random(0).shuffle(docs)
+        for i, share in enumerate(s for s in contiguous_shares(docs, files or SLIM_FILES, size=lambda d: len(d[1])) if s):
+            lines = b"".join(json.dumps({"text": t, "meta": {"redpajama_set_name": names[s]}}).encode() + b"\n" for s, t in share)
+            path = root / "train" / f"chunk{i % 2 + 1}" / f"example_train_{i}.jsonl.zst"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(zstandard.ZstdCompressor(level=3).compress(lines))
+    else:
+        for i, share in enumerate(s for s in contiguous_shares(docs, files or PARQUET_FILES, size=lambda d: len(d[1])) if s):
+            table = pa.table({"max_stars_repo_path": [f"{s}/{n}.py" for n, (s, _) in enumerate(share)], "content": [t for _, t in share]})
+            (root / "data").mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, root / "data" / f"train-{i:05d}-of-{PARQUET_FILES:05d}.parquet", row_group_size=PARQUET_ROW_GROUP)
 
 
 LLAMA3_PATTERN = next(p for p in SPLIT_PATTERNS if "{1,3}" in p)
@@ -244,9 +289,9 @@ def _encode_share(model: str, texts: list[str], barrier, results) -> None:
     results.put((time.perf_counter() - start, n))
 
 
-def contiguous_shares(items: list[str], parts: int) -> list[list[str]]:
-    """``items`` cut, in order, into ``parts`` runs of about equal length."""
-    ends = list(itertools.accumulate(map(len, items)))
+def contiguous_shares(items: list, parts: int, size=len) -> list[list]:
+    """``items`` cut, in order, into ``parts`` runs of about equal ``size``."""
+    ends = list(itertools.accumulate(map(size, items)))
     cuts = [bisect.bisect_left(ends, ends[-1] * k / parts) + 1 for k in range(1, parts)]
     bounds = [0, *cuts, len(items)]
     return [items[a:b] for a, b in zip(bounds, bounds[1:])]
@@ -283,39 +328,55 @@ def ceiling_threads(model: str, texts: list[str], cores: int) -> tuple[float, in
 # -- (c) a one-process loop as lit-llama's prepare does it --------------------------------------
 
 
-def anchor_loop(root: Path, model: str, destination: Path, chunk_size: int) -> tuple[float, int]:
+def anchor_texts(f) -> Iterator[tuple[str | None, str]]:
+    """(subset, text) of every record of a file, read the plain way: line by line and
+    json.loads, or a Parquet file's batches as Python lists."""
+    if f.format == "parquet":
+        for batch in pq.ParquetFile(f.path).iter_batches(columns=[f.text_field]):
+            for text in batch.column(0).to_pylist():
+                yield f.subset, text
+        return
+    with open(f.path, "rb") as raw:
+        stream = zstandard.ZstdDecompressor().stream_reader(raw) if f.path.name.endswith(".zst") else raw
+        for line in io.TextIOWrapper(stream, encoding="utf-8"):
+            record = json.loads(line)
+            yield (f.subset or SET_NAMES[record["meta"]["redpajama_set_name"]]), record[f.text_field]
+
+
+def anchor_loop(root: Path, model: str, destination: Path, chunk_size: int, layout: str) -> tuple[float, int]:
     start = time.perf_counter()
     tok = load_tokenizer(model)
     dtype = dtype_for_vocab(tok.vocab_size)
     destination.mkdir(parents=True)
     n = 0
-    for f in find_source_files(root):
-        writer = ChunkWriter(destination, f.prefix, chunk_size, dtype, filler=tok.eos_id)
-        with open(f.path, "rb") as raw:
-            stream = zstandard.ZstdDecompressor().stream_reader(raw) if f.compressed else raw
-            for line in io.TextIOWrapper(stream, encoding="utf-8"):
-                text = json.loads(line)["text"]
-                ids = tok.encode(text)
-                writer.add(np.array(ids, dtype=dtype))
-                n += len(ids) - 2
-        writer.close()
+    for f in find_source_files(root, **LAYOUT_ARGS[layout]):
+        writers = {}
+        for subset, text in anchor_texts(f):
+            writer = writers.get(subset)
+            if writer is None:
+                writer = writers[subset] = ChunkWriter(destination, f"{subset}_{f.prefix}", chunk_size, dtype, filler=tok.eos_id)
+            ids = tok.encode(text)
+            writer.add(np.array(ids, dtype=dtype))
+            n += len(ids) - 2
+        for writer in writers.values():
+            writer.close()
     return time.perf_counter() - start, n
 
 
-def run_anchor(root: Path, model: str, destination: Path, chunk_size: int) -> tuple[float, int]:
+def run_anchor(root: Path, model: str, destination: Path, chunk_size: int, layout: str = "redpajama") -> tuple[float, int]:
     shutil.rmtree(destination, ignore_errors=True)
     with contextlib.redirect_stdout(io.StringIO()):
-        return anchor_loop(root, model, destination, chunk_size)
+        return anchor_loop(root, model, destination, chunk_size, layout)
 
 
 # -- (b), (d) prepare ---------------------------------------------------------------------------
 
 
-def run_prepare(root: Path, model: str, destination: Path, workers: int, unit_mb: float, chunk_size: int) -> tuple[float, int]:
+def run_prepare(root: Path, model: str, destination: Path, workers: int, unit_mb: float, chunk_size: int, layout: str = "redpajama") -> tuple[float, int]:
     shutil.rmtree(destination, ignore_errors=True)
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its summary and progress bar
-        prepare(root, model, destination, num_workers=workers, unit_mb=unit_mb, chunk_size=chunk_size)
+        prepare(root, model, destination, num_workers=workers, unit_mb=unit_mb, chunk_size=chunk_size, **LAYOUT_ARGS[layout])
     seconds = time.perf_counter() - start
     manifest = json.loads((destination / "manifest.json").read_text())
     return seconds, manifest["tokens"] - 2 * manifest["documents"]
@@ -354,10 +415,10 @@ def fresh(measure, *args) -> tuple[float, int]:
 # The peak is read from /proc (VmHWM, this process's own high-water mark): getrusage's
 # ru_maxrss would include the memory of the benchmark process it was forked from.
 RSS_SCRIPT = """
-import sys
+import json, sys
 from pajama.prepare import prepare
 if sys.argv[4] == "prepare":
-    prepare(sys.argv[1], sys.argv[2], sys.argv[3], num_workers=1)
+    prepare(sys.argv[1], sys.argv[2], sys.argv[3], num_workers=1, **json.loads(sys.argv[5]))
 else:
     from pajama.tokenizer import load_tokenizer
     load_tokenizer(sys.argv[2])
@@ -366,9 +427,10 @@ print("RSS", status.split("VmHWM:")[1].split()[0])
 """
 
 
-def peak_rss_mb(root: Path, model: str, destination: Path, what: str) -> float:
+def peak_rss_mb(root: Path, model: str, destination: Path, what: str, layout: str = "redpajama") -> float:
     shutil.rmtree(destination, ignore_errors=True)
-    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(root), model, str(destination), what], capture_output=True, text=True, check=True).stdout
+    command = [sys.executable, "-c", RSS_SCRIPT, str(root), model, str(destination), what, json.dumps(LAYOUT_ARGS[layout])]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return int(out.split("RSS")[-1]) / 1024  # kB -> MB
 
 
@@ -400,13 +462,13 @@ def default_tokenizer(work: Path, kind: str, vocab_size: int) -> Path:
     return work / f"tokenizer-{kind}-{vocab_size}" / ("tokenizer.model" if kind == "sentencepiece" else "tokenizer.json")
 
 
-def measure_case(name: str, args: argparse.Namespace, cores: int) -> dict:
-    """(a) to (d) on one corpus: its rows and ratios."""
+def measure_case(name: str, args: argparse.Namespace, cores: int, layout: str = "redpajama") -> dict:
+    """(a) to (d) on one corpus in one layout: its rows and ratios."""
     what, build, vocab_size = CASES[name]
     work = args.workdir / name
-    corpus = work / "corpus"
-    chunk_size = 2049 * 1024
-    print(f"\n== {name}: {what}")
+    corpus = work / "corpus"  # RedPajama's layout: the tokenizer is trained on it, the other layouts written from it
+    chunk_size = layout_chunk_size(layout)
+    print(f"\n== {name} in the {layout} layout: {what}")
     if not (corpus / CC).exists():
         print(f"building a {args.size_mb:.0f} MB corpus in {corpus} ...", flush=True)
         shutil.rmtree(corpus, ignore_errors=True)
@@ -420,12 +482,20 @@ def measure_case(name: str, args: argparse.Namespace, cores: int) -> dict:
                 train_tokenizer(corpus, Path(model).parent, vocab_size=vocab_size, max_bytes=30_000_000)
         else:
             train_hf_tokenizer(corpus, Path(model).parent, vocab_size)
+    if layout != "redpajama":
+        source, corpus = corpus, work / f"corpus-{layout}"
+        if not (corpus / ".built").exists():
+            print(f"writing it in the {layout} layout in {corpus} ...", flush=True)
+            shutil.rmtree(corpus, ignore_errors=True)
+            with contextlib.redirect_stdout(io.StringIO()):
+                write_layout(source, corpus, layout)
+            (corpus / ".built").write_text("")
     tok = load_tokenizer(model)
     with contextlib.redirect_stdout(io.StringIO()):
-        texts = load_texts(corpus)
+        texts = load_texts(corpus, layout)
     chars = sum(map(len, texts))
     long = sum(len(t) for t in texts if len(tok.split(t)) > 1)
-    corpus_info = {"documents": len(texts), "characters": chars, "share_in_pieces": long / chars, "tokenizer": tok.kind, "vocab_size": tok.vocab_size, "pieces_exact": tok.splittable}
+    corpus_info = {"layout": layout, "chunk_size": chunk_size, "documents": len(texts), "characters": chars, "share_in_pieces": long / chars, "tokenizer": tok.kind, "vocab_size": tok.vocab_size, "pieces_exact": tok.splittable}
     print(f"corpus: {len(texts):,} documents of {chars / len(texts) / 1e3:.1f} K characters on average, {chars / 1e6:.0f} M characters ({long / chars:.0%} in documents encoded in pieces); {tok.kind} tokenizer, vocab {tok.vocab_size}, pieces {'exact' if tok.splittable else 'off'}")
     row = functools.partial(best_of, args.repeat)
 
@@ -437,11 +507,12 @@ def measure_case(name: str, args: argparse.Namespace, cores: int) -> dict:
     }
     texts = None  # the corpus in memory is not needed by what follows
     print("(b), (d) pajama prepare, end to end")
-    rows["prepare"] = row(f"prepare, {cores} workers (unit_mb {args.unit_mb:g})", lambda: fresh(run_prepare, corpus, model, work / "out", cores, args.unit_mb, chunk_size))
-    rows["prepare_1"] = row("prepare, 1 worker", lambda: fresh(run_prepare, corpus, model, work / "out1", 1, args.unit_mb, chunk_size))
+    rows["prepare"] = row(f"prepare, {cores} workers (unit_mb {args.unit_mb:g})", lambda: fresh(run_prepare, corpus, model, work / "out", cores, args.unit_mb, chunk_size, layout))
+    rows["prepare_1"] = row("prepare, 1 worker", lambda: fresh(run_prepare, corpus, model, work / "out1", 1, args.unit_mb, chunk_size, layout))
     print("(c) one process, line by line (lit-llama's way)")
 
-    rows["loop"] = row("read, json.loads, encode, np.array, write", lambda: fresh(run_anchor, corpus, model, work / "anchor", chunk_size))
+    loop = "read Parquet batches, encode, np.array, write" if layout == "parquet" else "read, json.loads, encode, np.array, write"
+    rows["loop"] = row(loop, lambda: fresh(run_anchor, corpus, model, work / "anchor", chunk_size, layout))
     rate = {k: r["tokens_per_s"] for k, r in rows.items()}
     ratios = {
         "prepare_vs_ceiling": rate["prepare"] / max(rate["ceiling_threads"], rate["ceiling_processes"]),
@@ -449,7 +520,7 @@ def measure_case(name: str, args: argparse.Namespace, cores: int) -> dict:
         "prepare_vs_loop": rate["prepare"] / rate["loop"],
         "scaling_1_to_all": rate["prepare"] / rate["prepare_1"],
     }
-    print(f"ratios ({name})")
+    print(f"ratios ({name}, {layout} layout)")
     print(f"  prepare / ceiling (whole documents, best of threads and processes): {ratios['prepare_vs_ceiling']:.2f}   (goal >= 0.90)")
     print(f"  prepare / ceiling (documents in prepare's pieces):                  {ratios['prepare_vs_ceiling_pieces']:.2f}   (goal >= 0.90)")
     print(f"  prepare on {cores} cores / one-process loop:                            {ratios['prepare_vs_loop']:.2f}x  (goal >= 1.8x on 2 cores)")
@@ -457,28 +528,40 @@ def measure_case(name: str, args: argparse.Namespace, cores: int) -> dict:
     return {"corpus": corpus_info, "rows": rows, "ratios": ratios}
 
 
-def measure_memory(args: argparse.Namespace, model: str) -> dict:
-    """(e): the peak RSS of one worker on a ``.jsonl.zst`` of ``--rss_mb`` and twice as many MB of text."""
-    print("\n(e) peak memory of one worker on one .jsonl.zst")
+def measure_memory(args: argparse.Namespace, model: str, layout: str = "redpajama") -> dict:
+    """(e): the peak RSS of one worker on one file (a ``.jsonl.zst``, or in the Parquet
+    layout a Parquet file) of ``--rss_mb`` and twice as many MB of text."""
+    kind = "Parquet file" if layout == "parquet" else ".jsonl.zst"
+    print(f"\n(e) peak memory of one worker on one {kind} ({layout} layout)")
     rng = random.Random(1)
     pool = stdlib_docstrings() + stdlib_sources()
     rss = {}
     for mb in (args.rss_mb, 2 * args.rss_mb):
-        root = args.workdir / f"rss{mb:g}"
-        if not (root / CC).exists():
-            write_jsonl(root / CC, take(pool, mb, rng) + ["\n\n".join(take(pool, 2.0, rng))], compress=True)
-        rss[mb] = peak_rss_mb(root, model, args.workdir / "rss_out", "prepare")
-        print(f"  {mb:g} MB of text ({(root / CC).stat().st_size / 1e6:.0f} MB compressed, one 2 MB document): peak RSS {rss[mb]:.0f} MB", flush=True)
+        base_root = args.workdir / f"rss{mb:g}"
+        if not (base_root / CC).exists():
+            write_jsonl(base_root / CC, take(pool, mb, rng) + ["\n\n".join(take(pool, 2.0, rng))], compress=True)
+        root = base_root
+        if layout != "redpajama":
+            root = args.workdir / f"rss{mb:g}-{layout}"
+            if not (root / ".built").exists():
+                shutil.rmtree(root, ignore_errors=True)
+                with contextlib.redirect_stdout(io.StringIO()):
+                    write_layout(base_root, root, layout, files=1)
+                (root / ".built").write_text("")
+        size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        rss[mb] = peak_rss_mb(root, model, args.workdir / "rss_out", "prepare", layout)
+        print(f"  {mb:g} MB of text ({size / 1e6:.0f} MB on disk, one 2 MB document): peak RSS {rss[mb]:.0f} MB", flush=True)
     base = peak_rss_mb(args.workdir / f"rss{args.rss_mb:g}", model, args.workdir / "rss_out", "imports")
     print(f"  the same process after its imports and loading the tokenizer: {base:.0f} MB")
     print(f"  peak RSS {args.rss_mb:g} MB -> {2 * args.rss_mb:g} MB file: {rss[args.rss_mb]:.0f} -> {rss[2 * args.rss_mb]:.0f} MB   (goal <= 1024, flat)")
-    return {"text_mb": list(rss), "peak_rss_mb": list(rss.values()), "after_imports_mb": base}
+    return {"layout": layout, "text_mb": list(rss), "peak_rss_mb": list(rss.values()), "after_imports_mb": base}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size_mb", type=float, default=150, help="MB of jsonl text in each corpus")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="the corpora to measure")
+    parser.add_argument("--layout", nargs="+", choices=LAYOUTS, default=["redpajama"], help="the layouts to write each corpus in and measure (see above)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/pajama-prepare-bench"))
     parser.add_argument("--kind", choices=["sentencepiece", "huggingface"], default="sentencepiece", help="the tokenizer trained on each corpus: SentencePiece, or a byte-level BPE tokenizer.json like Llama 3's")
     parser.add_argument("--vocab_size", type=int, help="vocabulary of the tokenizers trained (default: 32000 for redpajama, 8000 for mid)")
@@ -493,9 +576,10 @@ def main() -> None:
     print(f"machine: {machine['cpu']}; instruction-set cap: {machine['isa_cap'] or 'none'}; SentencePiece {machine['sentencepiece']}, tokenizers {machine['tokenizers']}, Python {machine['python']}")
     load_before = os.getloadavg()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
-    cases = {name: measure_case(name, args, cores) for name in args.cases}
+    cases = {(name if layout == "redpajama" else f"{name}/{layout}"): measure_case(name, args, cores, layout) for name in args.cases for layout in args.layout}
     first = args.cases[0]
-    memory = measure_memory(args, str(args.tokenizer_path or default_tokenizer(args.workdir / first, args.kind, args.vocab_size or CASES[first][2])))
+    model = str(args.tokenizer_path or default_tokenizer(args.workdir / first, args.kind, args.vocab_size or CASES[first][2]))
+    memory = {layout: measure_memory(args, model, layout) for layout in args.layout}
     load_after = os.getloadavg()
     print(f"load average after: {' '.join(f'{x:.2f}' for x in load_after)}")
     if args.json:

@@ -12,7 +12,7 @@ import numpy as np
 
 from pajama import PajamaError
 from pajama.chunks import HEADER_SIZE, read_header
-from pajama.prepare import FORMAT, MANIFEST, SETTINGS, UNITS, load_records, summary_table, unit_order
+from pajama.prepare import FORMAT, MANIFEST, MIXED_ROW, SETTINGS, UNITS, chunk_subset, load_records, record_subsets, summary_table, unit_order
 from pajama.tokenizer import find_tokenizer, load_tokenizer
 
 CHUNK_NAME = re.compile(r"^(?P<unit>.+)_(?P<counter>\d{10})\.bin$")
@@ -92,7 +92,7 @@ def verify(destination_path: Path, tokenizer_path: Path | None = None) -> None:
     for name in sorted(set(listed_units) - set(records)):
         problems.append(f"{destination / UNITS / (name + '.json')}: listed in the manifest but missing")
     in_both = sorted(set(records) & set(listed_units), key=unit_order)
-    expected_chunks = [{"file": c["file"], "subset": records[u]["subset"], "tokens": c["tokens"]} for u in in_both for c in records[u]["chunks"]]
+    expected_chunks = [{"file": c["file"], "subset": chunk_subset(records[u], c), "tokens": c["tokens"]} for u in in_both for c in records[u]["chunks"]]
     if len(in_both) == len(records) == len(listed_units) and expected_chunks != manifest["chunks"]:
         problems.append(f"{destination / MANIFEST}: its chunk list differs from the unit records'")
     for key in ("documents", "tokens", "bad_lines"):
@@ -101,10 +101,22 @@ def verify(destination_path: Path, tokenizer_path: Path | None = None) -> None:
             problems.append(f"{destination / MANIFEST}: {key} {manifest.get(key)}, the unit records add up to {total}")
         per_subset: dict[str, int] = {}
         for r in records.values():
-            per_subset[r["subset"]] = per_subset.get(r["subset"], 0) + r[key]
+            if key == "bad_lines":  # a bad line of a file that mixes subsets belongs to none
+                if r["subset"] is not None:
+                    per_subset[r["subset"]] = per_subset.get(r["subset"], 0) + r[key]
+            else:
+                for subset, t in record_subsets(r).items():
+                    per_subset[subset] = per_subset.get(subset, 0) + t[key]
         for subset, s in manifest["subsets"].items():
             if s.get(key) != per_subset.get(subset, 0):
                 problems.append(f"{destination / MANIFEST}: subset {subset} has {key} {s.get(key)}, its unit records add up to {per_subset.get(subset, 0)}")
+    mixed_bad = sum(r["bad_lines"] for r in records.values() if r["subset"] is None)
+    if manifest.get("mixed", {}).get("bad_lines", 0) != mixed_bad:
+        problems.append(f"{destination / MANIFEST}: files that mix subsets have bad_lines {manifest.get('mixed', {}).get('bad_lines', 0)}, their unit records add up to {mixed_bad}")
+    for r in records.values():
+        parts = record_subsets(r).values()
+        if (sum(t["documents"] for t in parts), sum(t["tokens"] for t in parts)) != (r["documents"], r["tokens"]):
+            problems.append(f"{destination / UNITS / (r['unit'] + '.json')}: its per-subset documents and tokens do not add up to its totals")
     for r in records.values():
         if r.get("error"):
             problems.append(f"unit {r['unit']}: its source could not be read to the end: {r['error']}")
@@ -187,8 +199,11 @@ def inspect(destination_path: Path, documents: int = 3, seed: int = 0, tokenizer
         f"{destination}: {manifest['documents']:,} documents, {manifest['tokens']:,} tokens in {len(manifest['chunks'])} chunk files "
         f"of {manifest['chunk_size']:,} {manifest['dtype']} tokens; tokenizer {tok.get('kind', 'sentencepiece')} sha256 {tok['sha256'][:16]}..., vocabulary {tok['vocab_size']:,}"
     )
-    print("\n".join(summary_table(manifest["subsets"])))
-    for subset, s in manifest["subsets"].items():
+    mixed = manifest.get("mixed")
+    print("\n".join(summary_table(manifest["subsets"], mixed)))
+    if mixed and mixed.get("excluded"):
+        print(f"left out {sum(mixed['excluded'].values()):,} documents of subsets not asked for: " + ", ".join(f"{name} {n:,}" for name, n in mixed["excluded"].items()))
+    for subset, s in [*manifest["subsets"].items(), *([(MIXED_ROW, mixed)] if mixed else [])]:
         for example in s.get("bad_examples", []):
             print(f"skipped ({subset}): {example}")
     for error in manifest.get("errors", []):

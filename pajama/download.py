@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from pajama import PajamaError, __version__
 from pajama.progress import progress_bar
-from pajama.sources import SUBSETS
+from pajama.corpora import SUBSETS
 
 __all__ = ["DEFAULT_URLS", "download", "url_relative_path"]
 

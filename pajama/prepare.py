@@ -1,9 +1,11 @@
-"""Prepare: tokenize a RedPajama directory into packed chunk files, on all cores, resumably.
+"""Prepare: tokenize a corpus directory into packed chunk files, on all cores, resumably.
 
-The unit of work and of output is a *unit*: a whole compressed file, or a byte range of a
-plain ``.jsonl`` file cut on line boundaries. Each unit writes its own chunk files
-(``<unit>_<counter>.bin``) and, once they are all renamed into place, a record
-``units/<unit>.json``. So the output depends only on the input, the tokenizer, the chunk size
+The unit of work and of output is a *unit*: a whole compressed file, a byte range of a
+plain ``.jsonl`` file cut on line boundaries, or a run of row groups of a Parquet file. Each
+unit writes its own chunk files (``<unit>_<counter>.bin``; a unit of a file that mixes
+subsets, as SlimPajama's do, writes one series per subset, ``<short subset name>_<unit>_<counter>.bin``)
+and, once they are all renamed into place, a record ``units/<unit>.json`` listing them with
+their subsets. So the output depends only on the input, the tokenizer, the chunk size
 and the unit size, never on how many workers or nodes did the work; a killed run resumes by
 redoing the units without a record; and nodes need no coordinator: the units are dealt out
 to the nodes by a deterministic rule (largest first, to the least loaded), and whichever node
@@ -13,7 +15,7 @@ A copy of the tokenizer stays beside the manifest (``tokenizer.model`` or ``toke
 see ``copy_to``), so the data can be decoded without looking for it.
 
 Each document becomes ``BOS ids EOS``; documents are packed back to back. The last chunk of
-every unit is padded with EOS up to the chunk size; the manifest records how many tokens of
+every unit (of each of its subsets' series) is padded with EOS up to the chunk size; the manifest records how many tokens of
 each chunk file are real, and training reads only those.
 """
 
@@ -32,12 +34,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
+from typing import Literal
 
 from pajama import PajamaError, usable_cpus
 from pajama.chunks import ChunkWriter, chunk_name, dtype_for_vocab, write_atomic
 from pajama.progress import progress_bar
-from pajama.sources import BadLines, DocumentReader, SourceFile, UnreadableInput, find_source_files
+from pajama.corpora import SET_NAMES, BadLines, SourceFile, UnreadableInput, find_source_files, open_documents, short_name
 from pajama.tokenizer import BATCH_CHARS, COPY_NAMES, AnyTokenizer, load_tokenizer
 
 MANIFEST = "manifest.json"
@@ -53,9 +55,9 @@ COMPRESSION_RATIO = 4  # a compressed byte is about this much text: to weigh uni
 class Unit:
     source: SourceFile
     index: int
-    start: int
+    start: int  # a byte offset; in a Parquet file, a row group
     end: int | None  # None: to the end of the file
-    size: int  # bytes on disk: the range of a plain file, the whole of a compressed one
+    size: int  # bytes on disk: the range of a plain file, the whole of a compressed one, the columns read of a Parquet file's row groups
 
     @property
     def name(self) -> str:
@@ -74,10 +76,16 @@ def unit_order(name: str) -> tuple[str, int]:
 
 
 def plan_units(files: list[SourceFile], unit_bytes: int) -> list[Unit]:
-    """Cut plain files into ranges of about ``unit_bytes`` on line boundaries; a compressed
-    file (or anything that is not a regular file) is one unit."""
+    """Cut plain files into ranges of about ``unit_bytes`` on line boundaries, and Parquet
+    files into runs of row groups of about as many compressed bytes; a compressed jsonl file
+    (or anything that is not a regular file) is one unit."""
     units = []
     for source in files:
+        if source.format == "parquet":
+            from pajama.corpora.parquet import row_group_ranges  # pyarrow, only for Parquet corpora
+
+            units.extend(Unit(source, i, a, b, n) for i, (a, b, n) in enumerate(row_group_ranges(source, unit_bytes)))
+            continue
         try:
             stat = source.path.stat()
         except OSError as e:
@@ -127,66 +135,93 @@ def prepare_unit(
 ) -> dict:
     """Tokenize one unit into its chunk files, then write its record; returns the record.
 
-    A file that cannot be read to its end keeps every document before the damage; the record
-    names the error (with ``strict`` it raises instead, as does the first bad line).
-    ``report(bytes, tokens)`` is called as the work advances; ``threads()`` says how many
-    threads may encode the next batch.
+    A unit of a routed file (whose documents name their subsets) writes one series of chunk
+    files per subset; documents of subsets not asked for are counted in the record's
+    ``excluded``. A file that cannot be read to its end keeps every document before the
+    damage; the record names the error (with ``strict`` it raises instead, as does the first
+    bad line). ``report(bytes, tokens)`` is called as the work advances; ``threads()`` says
+    how many threads may encode the next batch.
     """
     dtype = dtype_for_vocab(tokenizer.vocab_size)
-    writer = ChunkWriter(destination, unit.name, chunk_size, dtype, filler=tokenizer.eos_id)
+    source = unit.source
     bad = BadLines()
-    reader = DocumentReader(unit.source, unit.start, unit.end, strict=strict, bad=bad)
-    texts: list[str] = []
-    documents = tokens = reported = chars = 0
+    reader = open_documents(source, unit.start, unit.end, strict=strict, bad=bad)
+    writers: dict[str, ChunkWriter] = {}
+    texts: dict[str | None, list[str]] = {}  # by the documents' own subset (None: the file's)
+    chars: dict[str | None, int] = {}
+    counts: dict[str, list[int]] = {}  # subset -> [documents, tokens]
+    reported = 0
     error = None
 
-    def flush() -> None:
-        nonlocal documents, tokens, reported, chars
+    def flush(key: str | None) -> None:
+        nonlocal reported
+        batch = texts.pop(key, [])
+        chars.pop(key, None)
+        subset = source.subset if key is None else key
+        writer = writers.get(subset)
+        if writer is None:
+            writer = writers[subset] = ChunkWriter(destination, _series(unit, subset), chunk_size, dtype, filler=tokenizer.eos_id)
         added = 0
-        for ids in tokenizer.encode_batches(texts, dtype, num_threads=threads()):
+        for ids in tokenizer.encode_batches(batch, dtype, num_threads=threads()):
             writer.add(ids)
             added += len(ids)
-        documents += len(texts)
-        tokens += added
+        count = counts.setdefault(subset, [0, 0])
+        count[0] += len(batch)
+        count[1] += added
         if report is not None:
-            advance = min(reader.position - unit.start, unit.size) - reported
+            advance = min(reader.consumed, unit.size) - reported
             reported += advance
             report(advance, added)
-        texts.clear()
-        chars = 0
 
     try:
         for doc in reader:
-            texts.append(doc.text)
-            chars += len(doc.text)
-            if chars >= BATCH_CHARS:
-                flush()
+            key = doc.subset
+            batch = texts.get(key)
+            if batch is None:
+                batch, chars[key] = texts.setdefault(key, []), 0
+            batch.append(doc.text)
+            chars[key] += len(doc.text)
+            if chars[key] >= BATCH_CHARS:
+                flush(key)
     except UnreadableInput as e:
         if strict:
             raise
         error = str(e)
-    flush()
-    files = writer.close()
-    _remove_stale_chunks(destination, unit.name, len(files))
+    for key in sorted(texts, key=str):
+        flush(key)
+    files = {subset: writers[subset].close() for subset in sorted(writers)}
+    for subset in sorted(set(SET_NAMES.values()) | source.keep) if source.routed else [source.subset]:
+        _remove_stale_chunks(destination, _series(unit, subset), len(files.get(subset, [])))
     if report is not None:
         report(unit.size - reported, 0)
     record = {
         "unit": unit.name,
-        "subset": unit.source.subset,
-        "source": unit.source.relpath,
+        "subset": source.subset,
+        "source": source.relpath,
         "start": unit.start,
         "end": unit.end,
         "bytes": unit.size,
         "lines": reader.lines_read,
-        "documents": documents,
-        "tokens": tokens,
+        "documents": sum(c[0] for c in counts.values()),
+        "tokens": sum(c[1] for c in counts.values()),
         "bad_lines": bad.count,
         "bad_examples": bad.examples,
         "error": error,
-        "chunks": [{"file": name, "tokens": n} for name, n in files],
     }
+    if source.routed:
+        record["chunks"] = [{"file": name, "subset": subset, "tokens": n} for subset, chunks in files.items() for name, n in chunks]
+        record["subsets"] = {subset: {"documents": c[0], "tokens": c[1]} for subset, c in sorted(counts.items())}
+        record["excluded"] = dict(sorted(reader.excluded.items()))
+    else:
+        record["chunks"] = [{"file": name, "tokens": n} for name, n in files.get(source.subset, [])]
     write_atomic(destination / UNITS / f"{unit.name}.json", json.dumps(record, indent=1).encode())
     return record
+
+
+def _series(unit: Unit, subset: str) -> str:
+    """The prefix of a unit's chunk files of ``subset``: the unit's name, after the subset's
+    short name when the unit's documents go to several subsets."""
+    return f"{short_name(subset)}_{unit.name}" if unit.source.routed else unit.name
 
 
 def _remove_stale_chunks(destination: Path, unit: str, count: int) -> None:
@@ -359,31 +394,49 @@ def prepare(
     unit_mb: float = DEFAULT_UNIT_MB,
     strict: bool = False,
     overwrite: bool = False,
+    layout: Literal["auto", "redpajama", "sample", "slimpajama", "parquet"] = "auto",
+    split: Literal["train", "validation", "test"] = "train",
+    text_field: str = "text",
+    subset_name: str | None = None,
 ) -> None:
-    """Tokenize a RedPajama directory into packed chunk files (lit-llama's format) plus a manifest.
+    """Tokenize a corpus directory (RedPajama, SlimPajama, Parquet) into packed chunk files (lit-llama's format) plus a manifest.
 
     Resumable: rerun the same command after a crash and only unfinished work is redone.
     Output is identical whatever the number of workers and nodes.
 
     Args:
-        source_path: RedPajama-Data-1T directory (one folder per subset), or with --sample True
-            the RedPajama-Data-1T-Sample directory of 11 files.
+        source_path: RedPajama-Data-1T directory (one folder per subset), with --sample True
+            the RedPajama-Data-1T-Sample directory of 11 files, a SlimPajama-627B directory
+            (train/validation/test), or a directory of Parquet files.
         tokenizer_path: SentencePiece tokenizer.model, Hugging Face tokenizer.json, or a directory
             holding one (both: the tokenizer.model). A copy is kept in destination_path.
         destination_path: output directory for chunk files, ``manifest.json``, ``units/`` and a copy
             of the tokenizer.
-        sample: the source has the Sample's flat layout.
+        sample: the source has the Sample's flat layout (the same as --layout sample).
         chunk_size: tokens per chunk file (the howto: 2049 * 1024).
         subsets: only these subsets (default: every subset present; an absent one is skipped).
+            In SlimPajama, whose files mix subsets, the documents of the others are skipped and counted.
         num_workers: worker processes (default: every core this process may use).
         num_nodes: machines sharing the job (default: the SLURM job array's task count, or the
             tasks of an srun step, else 1). Every node runs the same command over a shared
             destination; the last to finish writes the manifest.
         node_rank: this node's rank in [0, num_nodes) (default: from SLURM, else 0).
-        unit_mb: plain files larger than this many MB are split into units of about this size
-            (the unit of parallel work and of resumption; fixed for a destination).
+        unit_mb: plain files larger than this many MB are split into units of about this size,
+            Parquet files into runs of row groups of about as many compressed MB (the unit of
+            parallel work and of resumption; fixed for a destination).
         strict: stop at the first bad line or unreadable file instead of skipping and counting it.
         overwrite: delete earlier output in destination_path and start over (on one node).
+        layout: the corpus's layout: redpajama (RedPajama-Data-1T), sample (its Sample),
+            slimpajama (SlimPajama-627B: split/chunk<N>/example_*_<i>.jsonl.zst, each document's
+            subset from meta.redpajama_set_name), parquet (.parquet files anywhere: SlimPajama's
+            Parquet samples, routed the same way, or one subset such as a code corpus); auto
+            tells them apart (all but the Sample).
+        split: SlimPajama's (or a Parquet corpus's) split to prepare; prepare validation into its
+            own destination for --val_data_dir.
+        text_field: the JSON key or Parquet column holding each document's text (StarCoder's:
+            content).
+        subset_name: the subset of a Parquet corpus whose rows do not name theirs (default: the
+            source directory's name, e.g. starcoder).
     """
     started = time.time()
     destination = Path(destination_path).expanduser().resolve()
@@ -397,7 +450,7 @@ def prepare(
     num_nodes, node_rank = _node_share(num_nodes, node_rank)
     if overwrite and num_nodes > 1:
         raise PajamaError(f"--overwrite with {num_nodes} nodes would let one node delete another's output: delete {destination} first, or run --overwrite on one node")
-    files = find_source_files(source_path, sample=sample, subsets=subsets)
+    files = find_source_files(source_path, sample=sample, subsets=subsets, layout=layout, split=split, text_field=text_field, subset_name=subset_name)
     settings = {
         "tokenizer_sha256": tokenizer.sha256,
         "vocab_size": tokenizer.vocab_size,
@@ -406,6 +459,10 @@ def prepare(
         "unit_mb": float(unit_mb),
         "subsets": sorted(subsets) if subsets else None,
     }
+    # Recorded only when not the default, so that destinations prepared before they existed still match.
+    for key, value, default in (("split", split, "train"), ("text_field", text_field, "text"), ("subset_name", subset_name, None)):
+        if value != default:
+            settings[key] = value
     _claim_destination(destination, settings, overwrite, keep=tokenizer.files)
     tokenizer.copy_to(destination)  # every node, on every run: the same bytes, written only if missing
     units = plan_units(files, int(unit_mb * (1 << 20)))
@@ -486,9 +543,9 @@ def _claim_destination(destination: Path, settings: dict, overwrite: bool, keep:
             earlier = json.loads(path.read_text())
         except ValueError:
             raise PajamaError(f"{path}: not valid JSON; use a new destination or --overwrite") from None
-        changed = [k for k in settings if earlier.get(k) != settings[k]]
+        changed = [k for k in [*settings, *(k for k in earlier if k not in settings)] if earlier.get(k) != settings.get(k)]
         if changed:
-            what = ", ".join(f"{k} {earlier.get(k)} -> {settings[k]}" for k in changed)
+            what = ", ".join(f"{k} {earlier.get(k)} -> {settings.get(k)}" for k in changed)
             raise PajamaError(f"{destination} holds output prepared with other settings ({what}); use a new destination or --overwrite")
     elif destination.is_dir() and any(p.name.endswith(".bin") for p in destination.iterdir()):
         raise PajamaError(f"{destination} holds chunk files that pajama prepare did not write (no {SETTINGS}); use a new destination or --overwrite")
@@ -524,18 +581,44 @@ def _matches(unit: Unit, record: dict | None) -> bool:
     return record is not None and (record["source"], record["start"], record["end"], record["bytes"]) == (unit.source.relpath, unit.start, unit.end, unit.size)
 
 
-def _totals(records: list[dict]) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Per-subset and per-source totals of unit records, in unit order."""
+def record_subsets(record: dict) -> dict[str, dict]:
+    """Documents and tokens of each subset in a unit record: one subset, or for a unit of a
+    routed file (SlimPajama's) each subset its documents went to."""
+    if record.get("subsets") is not None:
+        return record["subsets"]
+    return {record["subset"]: {"documents": record["documents"], "tokens": record["tokens"]}}
+
+
+def chunk_subset(record: dict, chunk: dict) -> str:
+    """The subset of one of a unit record's chunk files."""
+    return chunk.get("subset") or record["subset"]
+
+
+def _totals(records: list[dict]) -> tuple[dict[str, dict], dict[str, dict], dict | None]:
+    """Per-subset and per-source totals of unit records, in unit order, and those of the
+    files whose documents go to several subsets (None if there are none): their bytes, bad
+    lines and errors belong to no one subset."""
     subsets: dict[str, dict] = {}
     sources: dict[str, dict] = {}
+    mixed: dict | None = None
+
+    def subset(name: str) -> dict:
+        return subsets.setdefault(name, {"documents": 0, "tokens": 0, "chunk_files": 0, "source_files": 0, "bytes": 0, "bad_lines": 0, "bad_examples": [], "errors": 0})
+
     for r in sorted(records, key=lambda r: unit_order(r["unit"])):
-        s = subsets.setdefault(r["subset"], {"documents": 0, "tokens": 0, "chunk_files": 0, "source_files": 0, "bytes": 0, "bad_lines": 0, "bad_examples": [], "errors": 0})
+        routed = r["subset"] is None
+        s = mixed if routed else subset(r["subset"])
+        if routed and s is None:
+            s = mixed = {"source_files": 0, "bytes": 0, "bad_lines": 0, "bad_examples": [], "errors": 0, "excluded": {}}
         src = sources.get(r["source"])
         if src is None:
             src = sources[r["source"]] = {"subset": r["subset"], "documents": 0, "tokens": 0, "bytes": 0, "bad_lines": 0, "bad_examples": [], "errors": [], "units": []}
+            if routed:
+                src["subsets"], src["excluded"] = {}, {}
             s["source_files"] += 1
         for key in ("documents", "tokens", "bytes", "bad_lines"):
-            s[key] += r[key]
+            if key in s:
+                s[key] += r[key]
             src[key] += r[key]
         src["units"].append(r["unit"])
         src["bad_examples"] = (src["bad_examples"] + r["bad_examples"])[: BadLines.max_examples]
@@ -543,16 +626,34 @@ def _totals(records: list[dict]) -> tuple[dict[str, dict], dict[str, dict]]:
         if r["error"]:
             src["errors"].append(r["error"])
             s["errors"] += 1
-        s["chunk_files"] += len(r["chunks"])
-    return subsets, sources
+        if routed:
+            for name, t in r["subsets"].items():
+                entry = subset(name)
+                if name not in src["subsets"]:
+                    entry["source_files"] += 1
+                    src["subsets"][name] = {"documents": 0, "tokens": 0}
+                for key in ("documents", "tokens"):
+                    entry[key] += t[key]
+                    src["subsets"][name][key] += t[key]
+            for name, n in r["excluded"].items():
+                for where in (src["excluded"], mixed["excluded"]):
+                    where[name] = where.get(name, 0) + n
+        for c in r["chunks"]:
+            subset(chunk_subset(r, c))["chunk_files"] += 1
+    for entry in [*(src for src in sources.values() if "subsets" in src), *([mixed] if mixed else [])]:
+        for key in ("subsets", "excluded"):
+            if key in entry:
+                entry[key] = dict(sorted(entry[key].items()))
+    return subsets, sources, mixed
 
 
 def build_manifest(records: list[dict], settings: dict, tokenizer: AnyTokenizer) -> dict:
-    """The manifest: settings, per-subset and per-source totals, and every chunk file with
-    its subset and real token count, in training order. Deterministic: sorted, no timings."""
+    """The manifest: settings, per-subset and per-source totals (and those of files that mix
+    subsets, under ``mixed``), and every chunk file with its subset and real token count, in
+    training order. Deterministic: sorted, no timings."""
     records = sorted(records, key=lambda r: unit_order(r["unit"]))
-    subsets, sources = _totals(records)
-    return {
+    subsets, sources, mixed = _totals(records)
+    manifest = {
         "format": FORMAT,
         "tokenizer": {
             "kind": tokenizer.kind,
@@ -569,33 +670,50 @@ def build_manifest(records: list[dict], settings: dict, tokenizer: AnyTokenizer)
         "units": len(records),
         "documents": sum(s["documents"] for s in subsets.values()),
         "tokens": sum(s["tokens"] for s in subsets.values()),
-        "bad_lines": sum(s["bad_lines"] for s in subsets.values()),
+        "bad_lines": sum(s["bad_lines"] for s in subsets.values()) + (mixed["bad_lines"] if mixed else 0),
         "errors": [e for src in sources.values() for e in src["errors"]],
         "subsets": dict(sorted(subsets.items())),
-        "sources": dict(sorted(sources.items())),
-        "chunks": [{"file": c["file"], "subset": r["subset"], "tokens": c["tokens"]} for r in records for c in r["chunks"]],
     }
+    if mixed is not None:  # absent for RedPajama-Data-1T, whose manifests stay as they were
+        manifest["mixed"] = mixed
+    manifest["sources"] = dict(sorted(sources.items()))
+    manifest["chunks"] = [{"file": c["file"], "subset": chunk_subset(r, c), "tokens": c["tokens"]} for r in records for c in r["chunks"]]
+    return manifest
 
 
-def summary_table(subsets: dict[str, dict]) -> list[str]:
-    """Lines of a per-subset table (documents, tokens, chunk files, MB read, bad lines)."""
+MIXED_ROW = "(mixed files)"
+
+
+def summary_table(subsets: dict[str, dict], mixed: dict | None = None) -> list[str]:
+    """Lines of a per-subset table (documents, tokens, chunk files, MB read, bad lines); the
+    MB read and bad lines of files that mix subsets (``mixed``) on a row of their own."""
     keys = ("documents", "tokens", "chunk_files", "bytes", "bad_lines")
     rows = [(name, [s.get(k, 0) for k in keys]) for name, s in sorted(subsets.items())]
-    rows.append(("total", [sum(r[1][i] for r in rows) for i in range(len(keys))]))
+    if mixed is not None:
+        rows = [(name, values[:3] + (values[3:] if values[3] or values[4] else [None, None])) for name, values in rows]
+        rows.append((MIXED_ROW, [None, None, None, mixed["bytes"], mixed["bad_lines"]]))
+    rows.append(("total", [sum(r[1][i] or 0 for r in rows) for i in range(len(keys))]))
     lines = [f"{'subset':<15}{'documents':>12}{'tokens':>16}{'chunk files':>13}{'MB read':>11}{'bad lines':>11}"]
-    for name, (docs, toks, files, nbytes, bad) in rows:
-        lines.append(f"{name:<15}{docs:>12,}{toks:>16,}{files:>13,}{nbytes / 1e6:>11,.1f}{bad:>11,}")
+    widths = (12, 16, 13, 11, 11)
+    for name, values in rows:
+        cells = ["-" if v is None else f"{v / 1e6:,.1f}" if i == 3 else f"{v:,}" for i, v in enumerate(values)]
+        lines.append(f"{name:<15}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+    if mixed is not None:
+        lines.append(f"{MIXED_ROW}: files whose documents go to several subsets; what was read of them and their bad lines are counted on that row")
     return lines
 
 
 def _print_summary(records: list[dict], tokens_now: int | None, seconds: float) -> None:
-    """The per-subset table, the rate of this run (None: it had nothing to do), bad lines and errors."""
-    subsets, sources = _totals(records)
-    print("\n".join(summary_table(subsets)))
+    """The per-subset table, the rate of this run (None: it had nothing to do), documents of
+    subsets left out, bad lines and errors."""
+    subsets, sources, mixed = _totals(records)
+    print("\n".join(summary_table(subsets, mixed)))
     if tokens_now is None:
         print("nothing to do: every unit was done by an earlier run")
     else:
         print(f"{seconds:.1f} s, {tokens_now:,} tokens tokenized in this run, {tokens_now / max(seconds, 1e-9):,.0f} tokens/s")
+    if mixed and mixed["excluded"]:
+        print(f"left out {sum(mixed['excluded'].values()):,} documents of subsets not asked for: " + ", ".join(f"{name} {n:,}" for name, n in mixed["excluded"].items()))
     shown = 0
     for source, src in sources.items():
         if src["bad_lines"] and shown < 20:

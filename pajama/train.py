@@ -33,7 +33,7 @@ from pajama.model import LLaMA, document_ids
 from pajama.model_config import ModelConfig, preset
 from pajama.precision import choose_precision, compute_dtype
 from pajama.progress import progress_bar
-from pajama.sources import LLAMA_WEIGHTS
+from pajama.corpora import LLAMA_WEIGHTS
 from pajama.tokenizer import find_tokenizer
 
 # Lightning is imported only where a run starts (``_fabric``): it takes seconds to import, which

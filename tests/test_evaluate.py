@@ -17,7 +17,7 @@ from pajama.chunks import ChunkWriter, dtype_for_vocab
 from pajama.evaluation.perplexity import evaluate
 from pajama.model import LLaMA
 from pajama.model_config import ModelConfig
-from pajama.sources import LLAMA_WEIGHTS
+from pajama.corpora import LLAMA_WEIGHTS
 from pajama.tokenizer import AnyTokenizer, load_tokenizer
 
 SAMPLE = Path(__file__).parents[1] / "pajama" / "sample"

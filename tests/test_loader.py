@@ -7,7 +7,7 @@ import pytest
 from pajama import PajamaError
 from pajama.chunks import ChunkWriter
 from pajama.loader import MixtureSampler, load_prepared, load_training_data, mixture, permute, split_blocks, stream_weights, validation_samples
-from pajama.sources import LLAMA_WEIGHTS
+from pajama.corpora import LLAMA_WEIGHTS
 
 
 def write_subset(directory, prefix, subset, tokens, chunk_size, manifest_chunks):

@@ -25,7 +25,7 @@ from pajama import PajamaError
 from pajama.chunks import ChunkWriter, open_chunk, read_header
 from pajama.data import inspect, verify
 from pajama.prepare import _free_cores, plan_units, prepare, prepare_unit
-from pajama.sources import SAMPLE_FILES, find_source_files
+from pajama.corpora import SAMPLE_FILES, find_source_files
 from pajama.tokenizer import load_tokenizer
 
 CC = "en_head_0000.json.gz.dedup.classifier.jsonl.zst"

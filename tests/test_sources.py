@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
+import pajama.corpora.jsonl as jsonl_format
 from pajama import PajamaError
-from pajama import sources
-from pajama.sources import SAMPLE_FILES, BadLines, DocumentReader, UnreadableInput, find_source_files
+from pajama.corpora import SAMPLE_FILES, BadLines, DocumentReader, SourceFile, UnreadableInput, find_source_files
 
 CC = "en_head_0000.json.gz.dedup.classifier.jsonl.zst"
 
@@ -98,7 +98,7 @@ def test_missing_source_and_missing_sample_file_are_one_line_errors(tmp_path, js
 
 
 def reader(path: Path, subset: str = "c4", **kwargs) -> DocumentReader:
-    return DocumentReader(sources.SourceFile(subset, path, path.name), **kwargs)
+    return DocumentReader(SourceFile(subset, path, path.name), **kwargs)
 
 
 def test_bad_lines_are_counted_with_file_and_line_and_good_ones_kept(tmp_path, jsonl):
@@ -146,7 +146,7 @@ def test_line_numbers_count_from_the_start_of_the_file_in_a_byte_range(tmp_path,
 
 
 def test_lines_longer_than_a_read_block(tmp_path, jsonl, monkeypatch):
-    monkeypatch.setattr(sources, "BLOCK", 7)
+    monkeypatch.setattr(jsonl_format, "BLOCK", 7)
     texts = ["x" * 50, "short", "y" * 23, "", "z"]
     path = jsonl(tmp_path / "c4.jsonl", texts)
     assert [d.text for d in reader(path)] == [t for t in texts if t]

@@ -17,7 +17,7 @@ import torch
 
 from pajama import PajamaError, checkpoint
 from pajama.cli import build_parser
-from pajama.sources import SUBSETS
+from pajama.corpora import SUBSETS
 from pajama.train import EXIT_INTERRUPTED, EXIT_PREEMPTED, TrainConfig, pretrain
 
 SMALL = [

@@ -119,7 +119,7 @@ def evaluate(
         tokens = counts[n] * seq
         loss = sums[n] / tokens
         subsets[n] = {"sequences": counts[n], "tokens": tokens, "loss": loss, "perplexity": _perplexity(loss)}
-    weights = mixture_weights(names, mixture if mixture is not None else meta.get("train", {}).get("mixture"))
+    weights = mixture_weights(names, mixture if mixture is not None else meta.get("train", {}).get("mixture"), [data.streams[n].tokens for n in names])
     mixed = float(sum(w * subsets[n]["loss"] for w, n in zip(weights, names)))
     total = sum(s["tokens"] for s in subsets.values())
     token_weighted = sum(sums.values()) / total

@@ -1,15 +1,16 @@
-"""Training a SentencePiece BPE tokenizer with LLaMA's conventions on a RedPajama directory."""
+"""Training a SentencePiece BPE tokenizer with LLaMA's conventions on a corpus directory (RedPajama, SlimPajama, Parquet)."""
 
 from __future__ import annotations
 
 import random
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import sentencepiece as spm
 
 from pajama import PajamaError, usable_cpus
-from pajama.sources import DocumentReader, UnreadableInput, find_source_files
+from pajama.corpora import UnreadableInput, find_source_files, open_documents
 
 
 def train_tokenizer(
@@ -19,25 +20,36 @@ def train_tokenizer(
     sample: bool = False,
     max_bytes: int = 200_000_000,
     seed: int = 42,
+    layout: Literal["auto", "redpajama", "sample", "slimpajama", "parquet"] = "auto",
+    split: Literal["train", "validation", "test"] = "train",
+    text_field: str = "text",
+    subset_name: str | None = None,
 ) -> Path:
-    """Train a SentencePiece BPE tokenizer with LLaMA's conventions on a RedPajama directory.
+    """Train a SentencePiece BPE tokenizer with LLaMA's conventions on a corpus directory (RedPajama, SlimPajama, Parquet).
 
     ``<unk>``=0, ``<s>``=1, ``</s>``=2, byte fallback, digits split, no normalisation. The
     training text is a bounded, seeded random sample of documents: ``max_bytes`` in total,
-    shared between the subsets present, drawn from randomly ordered files of each subset.
+    shared between the subsets present, drawn from randomly ordered files of each subset
+    (files that mix subsets, as SlimPajama's do, are sampled as one group, in the corpus's
+    own proportions).
 
     Args:
-        source_path: RedPajama directory (full layout, or the Sample's flat layout with --sample True).
+        source_path: corpus directory: RedPajama-Data-1T (or the Sample's flat layout with
+            --sample True), SlimPajama-627B, or Parquet files; the layouts of pajama prepare.
         destination_path: directory to write ``tokenizer.model`` (and ``tokenizer.vocab``) into.
         vocab_size: vocabulary size (LLaMA: 32000).
         sample: the source is RedPajama-Data-1T-Sample's flat layout of 11 files.
         max_bytes: at most this many bytes of text are sampled for training.
         seed: seed of the document sample.
+        layout: the corpus's layout, as for pajama prepare (auto: told apart, all but the Sample).
+        split: SlimPajama's (or a Parquet corpus's) split to sample.
+        text_field: the JSON key or Parquet column holding each document's text.
+        subset_name: the subset of a Parquet corpus whose rows do not name theirs.
     """
-    files = find_source_files(source_path, sample=sample)
+    files = find_source_files(source_path, sample=sample, layout=layout, split=split, text_field=text_field, subset_name=subset_name)
     by_subset: dict[str, list] = {}
     for f in files:
-        by_subset.setdefault(f.subset, []).append(f)
+        by_subset.setdefault(f.subset or "", []).append(f)
     rng = random.Random(seed)
     destination_path = Path(destination_path)
     destination_path.mkdir(parents=True, exist_ok=True)
@@ -52,7 +64,7 @@ def train_tokenizer(
                 for f in subset_files:
                     taken = 0
                     try:
-                        for doc in DocumentReader(f):
+                        for doc in open_documents(f):
                             if budget <= 0 or taken >= per_file:
                                 break
                             lines = [line for line in doc.text.splitlines() if line.strip()]

@@ -17,6 +17,11 @@ Two corpora of real text, each with a tokenizer trained on it:
               with ``--chunk_size`` 2049 * 256, as the README advises for SlimPajama);
   parquet     a code corpus's: Parquet files (snappy, row groups of 1,000 rows) with the text in a
               ``content`` column beside another, prepared as one subset (``--text_field content``).
+  redpajama_v2  RedPajama-Data-V2's: the documents shuffled over ``documents/2023-06/<shard>/en_head.json.gz``
+              with their quality signals (the Gopher rules' ones, one span per line for the
+              line-level signal, computed here) and a duplicate list of 2% of them, prepared with
+              ``--filters gopher --dedup true``; rates count the tokens kept, and the one-process
+              loop applies the same rules.
 
 The tokenizer is a SentencePiece BPE trained like LLaMA's (``--kind sentencepiece``, the
 default) or a Hugging Face ``tokenizer.json`` (``--kind huggingface``): a byte-level BPE with
@@ -49,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import collections
 import contextlib
 import datetime
 import functools
@@ -192,9 +198,51 @@ CASES = {
 }
 
 
-LAYOUTS = ("redpajama", "slimpajama", "parquet")
+LAYOUTS = ("redpajama", "slimpajama", "parquet", "redpajama_v2")
 # What prepare (and reading the corpus) is told about each layout.
-LAYOUT_ARGS = {"redpajama": {}, "slimpajama": {"layout": "slimpajama"}, "parquet": {"layout": "parquet", "text_field": "content", "subset_name": "code"}}
+LAYOUT_ARGS = {
+    "redpajama": {},
+    "slimpajama": {"layout": "slimpajama"},
+    "parquet": {"layout": "parquet", "text_field": "content", "subset_name": "code"},
+    "redpajama_v2": {"layout": "redpajama_v2", "filters": "gopher", "dedup": True},
+}
+V2_FILES = 8
+
+
+def find_args(layout: str) -> dict:
+    """LAYOUT_ARGS as find_source_files takes them: filter sets as their rules."""
+    from pajama.corpora.quality import builtin_rules
+
+    args = dict(LAYOUT_ARGS[layout])
+    if "filters" in args:
+        args["rules"] = tuple(builtin_rules(args.pop("filters")))
+    return args
+
+
+def v2_signals(text: str) -> dict:
+    """The signals the Gopher rules read, computed the plain way."""
+    words = text.split()
+    n = max(len(words), 1)
+    chars = sum(map(len, words)) or 1
+    top = max(collections.Counter(zip(words, words[1:])).items(), key=lambda kv: kv[1], default=None)
+    lines, spans, start = text.split("\n"), [], 0
+    for line in lines:
+        spans.append([start, start + len(line), float(line.lstrip().startswith(("-", "*", "•")))])
+        start += len(line) + 1
+
+    def doc(value: float) -> list:
+        return [[0, len(text), value]]
+
+    return {
+        "ccnet_nlines": doc(len(lines)),
+        "rps_doc_word_count": doc(len(words)),
+        "rps_doc_mean_word_length": doc(chars / n),
+        "rps_doc_symbol_to_word_ratio": doc((text.count("#") + text.count("...")) / n),
+        "rps_doc_frac_chars_top_2gram": doc(top[1] * (len(top[0][0]) + len(top[0][1])) / chars if top else 0.0),
+        "rps_lines_start_with_bulletpoint": spans,
+    }
+
+
 SLIM_FILES = 8  # of the SlimPajama layout: units enough for 2 workers, each of some MB
 PARQUET_FILES = 4
 PARQUET_ROW_GROUP = 1000  # rows
@@ -202,7 +250,7 @@ PARQUET_ROW_GROUP = 1000  # rows
 
 def load_texts(root: Path, layout: str = "redpajama") -> list[str]:
     """The documents of a corpus, in the order prepare reads its files."""
-    return [d.text for f in find_source_files(root, **LAYOUT_ARGS[layout]) for d in open_documents(f)]
+    return [d.text for f in find_source_files(root, **find_args(layout)) for d in open_documents(f)]
 
 
 def layout_chunk_size(layout: str) -> int:
@@ -222,6 +270,21 @@ def write_layout(source: Path, root: Path, layout: str, files: int | None = None
             path = root / "train" / f"chunk{i % 2 + 1}" / f"example_train_{i}.jsonl.zst"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(zstandard.ZstdCompressor(level=3).compress(lines))
+    elif layout == "redpajama_v2":
+        rng = random.Random(0)
+        rng.shuffle(docs)
+        for i, share in enumerate(s for s in contiguous_shares(docs, files or V2_FILES, size=lambda d: len(d[1])) if s):
+            tag = f"2023-06/{i:04d}/en_head"
+            for folder, name, records in (
+                ("documents", f"{tag}.json.gz", ({"raw_content": t} for _, t in share)),
+                ("quality_signals", f"{tag}.signals.json.gz", ({"id": f"{tag}.json.gz/{r}", "quality_signals": v2_signals(t)} for r, (_, t) in enumerate(share))),
+            ):
+                path = root / folder / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(gzip.compress(b"".join(json.dumps(rec).encode() + b"\n" for rec in records), compresslevel=6, mtime=0))
+            ids = [f"{tag}.json.gz/{r}" for r in sorted(rng.sample(range(len(share)), len(share) // 50))]
+            (root / "duplicates" / tag).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.table({"doc_id": pa.array(ids, pa.string())}), root / "duplicates" / f"{tag}.duplicates.parquet")
     else:
         for i, share in enumerate(s for s in contiguous_shares(docs, files or PARQUET_FILES, size=lambda d: len(d[1])) if s):
             table = pa.table({"max_stars_repo_path": [f"{s}/{n}.py" for n, (s, _) in enumerate(share)], "content": [t for _, t in share]})
@@ -331,6 +394,15 @@ def ceiling_threads(model: str, texts: list[str], cores: int) -> tuple[float, in
 def anchor_texts(f) -> Iterator[tuple[str | None, str]]:
     """(subset, text) of every record of a file, read the plain way: line by line and
     json.loads, or a Parquet file's batches as Python lists."""
+    if f.format == "redpajama_v2":  # the same filters, the plain way
+        from pajama.corpora.quality import judge
+
+        duplicates = set(pq.read_table(f.duplicates, columns=["doc_id"]).column(0).to_pylist())
+        with gzip.open(f.path, "rt", encoding="utf-8") as docs, gzip.open(f.signals, "rt", encoding="utf-8") as signals:
+            for row, (line, signal_line) in enumerate(zip(docs, signals)):
+                if f"{f.document_id_prefix}/{row}" not in duplicates and not judge(f.rules, json.loads(signal_line)["quality_signals"])[0]:
+                    yield f.subset, json.loads(line)[f.text_field]
+        return
     if f.format == "parquet":
         for batch in pq.ParquetFile(f.path).iter_batches(columns=[f.text_field]):
             for text in batch.column(0).to_pylist():
@@ -349,7 +421,7 @@ def anchor_loop(root: Path, model: str, destination: Path, chunk_size: int, layo
     dtype = dtype_for_vocab(tok.vocab_size)
     destination.mkdir(parents=True)
     n = 0
-    for f in find_source_files(root, **LAYOUT_ARGS[layout]):
+    for f in find_source_files(root, **find_args(layout)):
         writers = {}
         for subset, text in anchor_texts(f):
             writer = writers.get(subset)

@@ -12,7 +12,7 @@ import numpy as np
 
 from pajama import PajamaError
 from pajama.chunks import HEADER_SIZE, read_header
-from pajama.prepare import FORMAT, MANIFEST, MIXED_ROW, SETTINGS, UNITS, chunk_subset, load_records, record_subsets, summary_table, unit_order
+from pajama.prepare import FORMAT, MANIFEST, MIXED_ROW, SETTINGS, UNITS, chunk_subset, filter_table, load_records, record_subsets, summary_table, unit_order
 from pajama.tokenizer import find_tokenizer, load_tokenizer
 
 CHUNK_NAME = re.compile(r"^(?P<unit>.+)_(?P<counter>\d{10})\.bin$")
@@ -177,7 +177,7 @@ def _token(path: Path, dtype: np.dtype, index: int) -> int:
         return int(np.frombuffer(f.read(dtype.itemsize), dtype=dtype)[0])
 
 
-def inspect(destination_path: Path, documents: int = 3, seed: int = 0, tokenizer_path: Path | None = None) -> None:
+def inspect(destination_path: Path, documents: int = 3, seed: int = 0, tokenizer_path: Path | None = None, rejected: int = 0) -> None:
     """Summarise a prepared directory and show a few of its documents as the model will read them.
 
     Prints the per-subset table of the manifest (documents, tokens, chunk files, bytes read,
@@ -191,6 +191,9 @@ def inspect(destination_path: Path, documents: int = 3, seed: int = 0, tokenizer
         tokenizer_path: the tokenizer the data was prepared with (SentencePiece tokenizer.model,
             Hugging Face tokenizer.json, or a directory holding one); by default the copy that
             prepare keeps in the directory.
+        rejected: RedPajama-Data-V2 prepared with filters: show this many of the documents the
+            filters removed, with the rules that removed them, and as many kept ones (a seeded
+            choice from the small sample prepare keeps of each file).
     """
     destination = Path(destination_path).expanduser().resolve()
     manifest = _manifest(destination)
@@ -208,6 +211,10 @@ def inspect(destination_path: Path, documents: int = 3, seed: int = 0, tokenizer
             print(f"skipped ({subset}): {example}")
     for error in manifest.get("errors", []):
         print(f"could not read to the end: {error}")
+    if manifest.get("filtering"):
+        print("\n".join(filter_table(manifest["filtering"])))
+    if rejected > 0:
+        _show_filtered(destination, manifest, rejected, seed)
     if documents <= 0:
         return
     if tokenizer_path is None:
@@ -233,6 +240,26 @@ def inspect(destination_path: Path, documents: int = 3, seed: int = 0, tokenizer
         more = f"\n[... {len(text) - SHOWN_CHARS:,} more characters]" if len(text) > SHOWN_CHARS else ""
         print(f"\n--- document {n + 1} of {documents}: {chunks[i]['subset']}, {where}, {len(ids):,} tokens, {len(text):,} characters ---")
         print(text[:SHOWN_CHARS] + more)
+
+
+def _show_filtered(destination: Path, manifest: dict, count: int, seed: int) -> None:
+    """Print ``count`` removed and ``count`` kept documents from the samples of the unit
+    records, chosen with ``seed``."""
+    if not manifest.get("filtering"):
+        print("(no filters were applied to this data: nothing was removed)")
+        return
+    records = load_records(destination)
+    samples = [s for name in sorted(records, key=unit_order) for s in (records[name].get("filtering") or {}).get("samples", [])]
+    rng = random.Random(seed)
+    for kind, pool in (("removed", [s for s in samples if s["rules"]]), ("kept", [s for s in samples if not s["rules"]])):
+        chosen = rng.sample(pool, min(count, len(pool)))
+        if not chosen:
+            print(f"(no {kind} documents in the samples)")
+        for s in chosen:
+            why = f" by {', '.join(s['rules'])}" if s["rules"] else ""
+            more = f"\n[... {s['characters'] - len(s['text']):,} more characters]" if s["characters"] > len(s["text"]) else ""
+            print(f"\n--- {kind}: {s['id']}{why}, {s['characters']:,} characters ---")
+            print(s["text"] + more)
 
 
 def _document_at(destination: Path, chunks: list[dict], i: int, position: int, dtype: np.dtype, bos: int, eos: int) -> tuple[list[int], str]:

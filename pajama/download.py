@@ -11,6 +11,13 @@ size matches the server's, and its sha256 when one is known), so an interrupted 
 simply be started again: complete files are skipped and partial ones are resumed with HTTP
 ``Range`` requests.
 
+RedPajama-Data-V2 is published as listings of base tags (``2023-06/0000/en_head``, one per
+line); ``--listings`` fetches, for each, the documents, quality signals and duplicate list
+(documents only for the tail partition, which has neither) from ``--base_url`` into V2's
+layout (see :mod:`pajama.corpora.redpajama_v2`). A documents or signals file that downloads
+whole but is corrupt gzip upstream is kept and reported: prepare records its damage and keeps
+the documents before it.
+
 Only the standard library is used for HTTP (``urllib.request``).
 """
 
@@ -38,10 +45,13 @@ from pajama import PajamaError, __version__
 from pajama.progress import progress_bar
 from pajama.corpora import SUBSETS
 
-__all__ = ["DEFAULT_URLS", "download", "url_relative_path"]
+__all__ = ["DEFAULT_URLS", "V2_BASE_URL", "download", "url_relative_path", "v2_relative_paths"]
 
 #: Default source of URLs: the official list of every file of RedPajama-Data-1T.
 DEFAULT_URLS = "https://data.together.xyz/redpajama-data-1T/v1.0.0/urls.txt"
+#: Where RedPajama-Data-V2's files are, below which its layout starts.
+V2_BASE_URL = "https://data.together.xyz/redpajama-data-v2/v1.0.0"
+_V2_TAG = re.compile(r"(?P<snapshot>\d{4}-\d{2})/(?P<shard>\d{4})/(?P<lang>[a-z]{2})_(?P<part>head|middle|tail)")
 
 #: First retry delay in seconds; it doubles after every further failure (with jitter).
 BACKOFF_BASE = 1.0
@@ -73,8 +83,10 @@ def download(
     retries: int = 5,
     timeout: float = 60.0,
     sha256_path: Path | None = None,
+    listings: list[Path] | Path | None = None,
+    base_url: str = V2_BASE_URL,
 ) -> None:
-    """Download RedPajama-Data-1T into DESTINATION_PATH, keeping the corpus layout.
+    """Download RedPajama-Data-1T (or, with --listings, RedPajama-Data-V2) into DESTINATION_PATH, keeping the corpus layout.
 
     Each URL is saved under DESTINATION_PATH at its path from the subset folder on, e.g.
     ``common_crawl/2019-30/en_head_0000.json.gz.dedup.classifier.jsonl.zst``. Files are
@@ -100,6 +112,11 @@ def download(
         sha256_path: Optional checksum file of ``<sha256>  <relative/path>`` lines (as
             written by sha256sum, paths relative to DESTINATION_PATH); files listed in it
             are verified against their sha256.
+        listings: RedPajama-Data-V2: listing files of base tags, one per line
+            (``2023-06/0000/en_head``); each fetches ``documents/<tag>.json.gz``,
+            ``quality_signals/<tag>.signals.json.gz`` and ``duplicates/<tag>.duplicates.parquet``
+            (a tail tag: the documents only).
+        base_url: RedPajama-Data-V2: the URL its layout starts below (with --listings).
     """
     if num_connections < 1:
         raise PajamaError(f"num_connections must be at least 1, got {num_connections}")
@@ -113,7 +130,12 @@ def download(
         raise PajamaError(f"{dest}: the destination exists and is not a directory")
 
     ctx = _Context(timeout=float(timeout), retries=int(retries))
-    items = _load_items(ctx, urls_path, wanted)
+    if listings:
+        if wanted or urls_path is not None:
+            raise PajamaError("--listings downloads RedPajama-Data-V2: it takes no --subsets or --urls_path (RedPajama-Data-1T's)")
+        items = _load_v2_items(listings, base_url)
+    else:
+        items = _load_items(ctx, urls_path, wanted)
     if sha256_path is not None:
         hashes = _read_sha256_file(Path(sha256_path).expanduser())
         for item in items:
@@ -172,6 +194,8 @@ def download(
         )
     bar.close()
 
+    if listings:
+        _report_corrupt_gzip(dest, [item for item in todo if item.url not in failed])
     _log(
         f"downloaded {done} files ({_human(ctx.received)} received), skipped {complete} already "
         f"complete, {len(failed)} failed; destination: {dest}"
@@ -217,6 +241,78 @@ def url_relative_path(url: str) -> tuple[str, PurePosixPath]:
     if len(rel) < 2 or "" in rel:
         raise ValueError(f"URL {url} does not name a file inside the {rel[0]} folder")
     return rel[0], PurePosixPath(*rel)
+
+
+def v2_relative_paths(tag: str) -> list[PurePosixPath]:
+    """The files of a RedPajama-Data-V2 base tag (``2023-06/0000/en_head``): its documents,
+    and unless it is of the tail partition, its quality signals and duplicate list. Raises
+    ValueError for anything that is not such a tag."""
+    match = _V2_TAG.fullmatch(tag)
+    if match is None:
+        raise ValueError(f"{tag!r} is not a RedPajama-Data-V2 base tag such as 2023-06/0000/en_head (<snapshot>/<shard>/<language>_<head|middle|tail>)")
+    paths = [PurePosixPath(f"documents/{tag}.json.gz")]
+    if match["part"] != "tail":  # the tail has no signals or duplicate lists
+        paths += [PurePosixPath(f"quality_signals/{tag}.signals.json.gz"), PurePosixPath(f"duplicates/{tag}.duplicates.parquet")]
+    return paths
+
+
+def _load_v2_items(listings: list[Path], base_url: str) -> list[_Item]:
+    if isinstance(listings, (str, os.PathLike)):
+        listings = [listings]
+    if not re.match(r"https?://", base_url or "", re.IGNORECASE):
+        raise PajamaError(f"--base_url {base_url!r}: expected an http(s) URL")
+    base = base_url.rstrip("/")
+    items: dict[PurePosixPath, _Item] = {}
+    for listing in listings:
+        path = Path(listing).expanduser()
+        if not path.is_file():
+            raise PajamaError(f"{path}: listing not found")
+        for lineno, line in enumerate(_read_text(path, "the listing").splitlines(), 1):
+            tag = line.strip()
+            if not tag or tag.startswith("#"):
+                continue
+            try:
+                rels = v2_relative_paths(tag)
+            except ValueError as exc:
+                raise PajamaError(f"{path}:{lineno}: {exc}") from None
+            for rel in rels:
+                items.setdefault(rel, _Item(url=f"{base}/{rel.as_posix()}", subset=rel.parts[0], relpath=rel))
+    if not items:
+        raise PajamaError(f"{', '.join(map(str, listings))}: no base tags listed")
+    return list(items.values())
+
+
+def _report_corrupt_gzip(dest: Path, items: list[_Item]) -> None:
+    """Check the gzip files just downloaded to the end: some of RedPajama-Data-V2's are
+    corrupt upstream, where downloading again does not help. They are kept and named: prepare
+    records the damage and keeps every document before it."""
+    import zlib
+
+    for item in items:
+        final = dest / item.relpath
+        if not final.name.endswith(".gz") or not final.is_file():
+            continue
+        problem = None
+        try:
+            with open(final, "rb") as f:
+                decompressor = zlib.decompressobj(wbits=31)
+                fed = False
+                while data := f.read(CHUNK_SIZE):
+                    while data:
+                        decompressor.decompress(data)
+                        fed = True
+                        if decompressor.eof:
+                            data, decompressor, fed = decompressor.unused_data, zlib.decompressobj(wbits=31), False
+                        else:
+                            data = b""
+                if fed:
+                    problem = "truncated gzip data"
+        except zlib.error as exc:
+            problem = f"corrupt gzip data ({exc})"
+        except OSError as exc:
+            problem = f"cannot read: {_oserror(exc)}"
+        if problem:
+            _log(f"{final}: {problem}, as served; kept: prepare records it and keeps the documents before the damage")
 
 
 # --------------------------------------------------------------------------------------

@@ -146,6 +146,9 @@ def prepare_unit(
     source = unit.source
     bad = BadLines()
     reader = open_documents(source, unit.start, unit.end, strict=strict, bad=bad)
+    filtering = getattr(reader, "report", None) if getattr(source, "filtered", False) else None  # RedPajama-Data-V2's filters
+    if filtering is not None:
+        reader.count_tokens = lambda batch: _token_counts(tokenizer, dtype, batch, threads())
     writers: dict[str, ChunkWriter] = {}
     texts: dict[str | None, list[str]] = {}  # by the documents' own subset (None: the file's)
     chars: dict[str | None, int] = {}
@@ -208,6 +211,8 @@ def prepare_unit(
         "bad_examples": bad.examples,
         "error": error,
     }
+    if filtering is not None:
+        record["filtering"] = filtering.as_record()
     if source.routed:
         record["chunks"] = [{"file": name, "subset": subset, "tokens": n} for subset, chunks in files.items() for name, n in chunks]
         record["subsets"] = {subset: {"documents": c[0], "tokens": c[1]} for subset, c in sorted(counts.items())}
@@ -216,6 +221,18 @@ def prepare_unit(
         record["chunks"] = [{"file": name, "tokens": n} for name, n in files.get(source.subset, [])]
     write_atomic(destination / UNITS / f"{unit.name}.json", json.dumps(record, indent=1).encode())
     return record
+
+
+def _token_counts(tokenizer: AnyTokenizer, dtype, texts: list[str], num_threads: int) -> list[int]:
+    """Tokens each text would take in a chunk file (with its BOS and EOS): the tokens filters remove."""
+    import numpy as np
+
+    stream = np.concatenate([np.zeros(0, dtype), *tokenizer.encode_batches(texts, dtype, num_threads=num_threads)])
+    starts = np.flatnonzero(stream == tokenizer.bos_id)
+    if len(starts) == len(texts) and tokenizer.bos_id != tokenizer.eos_id:
+        return np.diff(np.append(starts, len(stream))).tolist()
+    # BOS ids that are not all frames (a tokenizer whose BOS is its EOS): one text at a time
+    return [sum(len(ids) for ids in tokenizer.encode_batches([t], dtype)) for t in texts]
 
 
 def _series(unit: Unit, subset: str) -> str:
@@ -394,12 +411,18 @@ def prepare(
     unit_mb: float = DEFAULT_UNIT_MB,
     strict: bool = False,
     overwrite: bool = False,
-    layout: Literal["auto", "redpajama", "sample", "slimpajama", "parquet"] = "auto",
+    layout: Literal["auto", "redpajama", "sample", "slimpajama", "parquet", "redpajama_v2"] = "auto",
     split: Literal["train", "validation", "test"] = "train",
     text_field: str = "text",
     subset_name: str | None = None,
+    snapshots: list[str] | str | None = None,
+    languages: list[str] | str | None = None,
+    partitions: list[str] | str | None = None,
+    filters: list[str] | str | None = None,
+    filter_rules: Path | None = None,
+    dedup: bool = False,
 ) -> None:
-    """Tokenize a corpus directory (RedPajama, SlimPajama, Parquet) into packed chunk files (lit-llama's format) plus a manifest.
+    """Tokenize a corpus directory (RedPajama 1T or V2, SlimPajama, Parquet) into packed chunk files (lit-llama's format) plus a manifest.
 
     Resumable: rerun the same command after a crash and only unfinished work is redone.
     Output is identical whatever the number of workers and nodes.
@@ -407,7 +430,8 @@ def prepare(
     Args:
         source_path: RedPajama-Data-1T directory (one folder per subset), with --sample True
             the RedPajama-Data-1T-Sample directory of 11 files, a SlimPajama-627B directory
-            (train/validation/test), or a directory of Parquet files.
+            (train/validation/test), a directory of Parquet files, or RedPajama-Data-V2
+            (documents/, quality_signals/, duplicates/).
         tokenizer_path: SentencePiece tokenizer.model, Hugging Face tokenizer.json, or a directory
             holding one (both: the tokenizer.model). A copy is kept in destination_path.
         destination_path: output directory for chunk files, ``manifest.json``, ``units/`` and a copy
@@ -429,14 +453,27 @@ def prepare(
         layout: the corpus's layout: redpajama (RedPajama-Data-1T), sample (its Sample),
             slimpajama (SlimPajama-627B: split/chunk<N>/example_*_<i>.jsonl.zst, each document's
             subset from meta.redpajama_set_name), parquet (.parquet files anywhere: SlimPajama's
-            Parquet samples, routed the same way, or one subset such as a code corpus); auto
-            tells them apart (all but the Sample).
+            Parquet samples, routed the same way, or one subset such as a code corpus),
+            redpajama_v2 (RedPajama-Data-V2: documents/<snapshot>/<shard>/<lang>_<part>.json.gz);
+            auto tells them apart (all but the Sample).
         split: SlimPajama's (or a Parquet corpus's) split to prepare; prepare validation into its
             own destination for --val_data_dir.
         text_field: the JSON key or Parquet column holding each document's text (StarCoder's:
             content).
         subset_name: the subset of a Parquet corpus whose rows do not name theirs (default: the
             source directory's name, e.g. starcoder).
+        snapshots: RedPajama-Data-V2: the snapshots to prepare, comma-separated (default: every
+            one present).
+        languages: RedPajama-Data-V2: the languages (en,de,fr,es,it), each its subset
+            rpv2_<lang> (default: en).
+        partitions: RedPajama-Data-V2: the perplexity partitions, of head,middle,tail
+            (default: head,middle; tail has no quality signals or duplicate lists).
+        filters: RedPajama-Data-V2: built-in quality-signal filters, comma-separated: gopher
+            (the dataset card's Gopher rules), c4 (C4's page rules), refinedweb (RefinedWeb's).
+        filter_rules: RedPajama-Data-V2: a YAML file of more rules, each {signal, op (< <= > >=
+            == !=), threshold, aggregate (first, sum, mean), on_null (keep, reject), name}.
+        dedup: RedPajama-Data-V2: drop the documents its duplicates/ lists name (exact
+            duplicates; a missing list is noted and its file kept whole).
     """
     started = time.time()
     destination = Path(destination_path).expanduser().resolve()
@@ -450,7 +487,14 @@ def prepare(
     num_nodes, node_rank = _node_share(num_nodes, node_rank)
     if overwrite and num_nodes > 1:
         raise PajamaError(f"--overwrite with {num_nodes} nodes would let one node delete another's output: delete {destination} first, or run --overwrite on one node")
-    files = find_source_files(source_path, sample=sample, subsets=subsets, layout=layout, split=split, text_field=text_field, subset_name=subset_name)
+    from pajama.corpora.quality import builtin_rules, check_unique, load_rules, split_names
+
+    snapshots, languages, partitions = (split_names(v) or None for v in (snapshots, languages, partitions))
+    rules = check_unique(builtin_rules(filters) + (load_rules(filter_rules) if filter_rules is not None else []))
+    files = find_source_files(
+        source_path, sample=sample, subsets=subsets, layout=layout, split=split, text_field=text_field, subset_name=subset_name,
+        snapshots=snapshots, languages=languages, partitions=partitions, rules=tuple(rules), dedup=dedup,
+    )  # fmt: skip
     settings = {
         "tokenizer_sha256": tokenizer.sha256,
         "vocab_size": tokenizer.vocab_size,
@@ -460,7 +504,10 @@ def prepare(
         "subsets": sorted(subsets) if subsets else None,
     }
     # Recorded only when not the default, so that destinations prepared before they existed still match.
-    for key, value, default in (("split", split, "train"), ("text_field", text_field, "text"), ("subset_name", subset_name, None)):
+    v2 = {"snapshots": snapshots, "languages": languages, "partitions": partitions, "dedup": dedup or None}
+    if rules:  # their definitions: other thresholds are other output
+        v2["filters"] = [{"name": r.name, "rule": r.describe(), "on_null": r.on_null} for r in rules]
+    for key, value, default in (("split", split, "train"), ("text_field", text_field, "text"), ("subset_name", subset_name, None), *((k, v, None) for k, v in v2.items())):
         if value != default:
             settings[key] = value
     _claim_destination(destination, settings, overwrite, keep=tokenizer.files)
@@ -676,12 +723,61 @@ def build_manifest(records: list[dict], settings: dict, tokenizer: AnyTokenizer)
     }
     if mixed is not None:  # absent for RedPajama-Data-1T, whose manifests stay as they were
         manifest["mixed"] = mixed
+    filtering = filter_totals(records)
+    if filtering is not None:  # RedPajama-Data-V2's filters and deduplication
+        manifest["filtering"] = filtering
     manifest["sources"] = dict(sorted(sources.items()))
     manifest["chunks"] = [{"file": c["file"], "subset": chunk_subset(r, c), "tokens": c["tokens"]} for r in records for c in r["chunks"]]
     return manifest
 
 
 MIXED_ROW = "(mixed files)"
+FILTER_EXAMPLES = 3  # document ids shown per rule
+FILTER_NOTES = 100  # notes kept in the manifest (each file without a duplicate list has one), the rest counted
+
+
+def filter_totals(records: list[dict]) -> dict | None:
+    """What RedPajama-Data-V2's filters removed over unit records (None when no record has
+    filtering): documents read, kept and removed, and per rule the documents and tokens it
+    removed (a document removed by several rules counts under each rule, once in the total),
+    null values met, the first example document ids, and notes (missing duplicate lists)."""
+    found = [r["filtering"] for r in sorted(records, key=lambda r: unit_order(r["unit"])) if r.get("filtering")]
+    if not found:
+        return None
+    total = {"rules": [], "read": 0, "kept": 0, "removed": {"documents": 0, "tokens": 0}, "by_rule": {}, "notes": [], "notes_count": 0}
+    for f in found:
+        for name in f["rules"]:
+            if name not in total["rules"]:
+                total["rules"].append(name)
+        total["read"] += f["read"]
+        total["kept"] += f["kept"]
+        for key in ("documents", "tokens"):
+            total["removed"][key] += f["removed"][key]
+        for name, entry in f["by_rule"].items():
+            into = total["by_rule"].setdefault(name, {"documents": 0, "tokens": 0, "null": 0, "examples": []})
+            for key in ("documents", "tokens", "null"):
+                into[key] += entry[key]
+            into["examples"] = (into["examples"] + entry["examples"])[:FILTER_EXAMPLES]
+        total["notes_count"] += len(f["notes"])
+        total["notes"].extend(f["notes"][: FILTER_NOTES - len(total["notes"])])
+    order = [*total["rules"], *sorted(n for n in total["by_rule"] if n not in total["rules"])]
+    total["by_rule"] = {n: total["by_rule"][n] for n in order if n in total["by_rule"]}
+    return total
+
+
+def filter_table(filtering: dict) -> list[str]:
+    """Lines of the per-rule table of what filters removed, and the notes."""
+    read = max(filtering["read"], 1)
+    lines = [f"filters: {filtering['removed']['documents']:,} of {filtering['read']:,} documents removed ({100 * filtering['removed']['documents'] / read:.1f}%), {filtering['removed']['tokens']:,} tokens; {filtering['kept']:,} kept"]
+    lines.append(f"  {'rule':<34}{'documents':>12}{'tokens':>14}{'null':>10}  examples")
+    for name, entry in filtering["by_rule"].items():
+        lines.append(f"  {name:<34}{entry['documents']:>12,}{entry['tokens']:>14,}{entry['null']:>10,}  {', '.join(entry['examples'][:2])}")
+    lines.append("  (a document removed by several rules counts under each; null: documents whose value was null, kept unless the rule says on_null: reject)")
+    lines.extend(f"note: {note}" for note in filtering["notes"][:10])
+    count = filtering.get("notes_count", len(filtering["notes"]))
+    if count > 10:
+        lines.append(f"note: ... and {count - 10:,} more notes like these ({min(count, FILTER_NOTES)} of them in the manifest)")
+    return lines
 
 
 def summary_table(subsets: dict[str, dict], mixed: dict | None = None) -> list[str]:
@@ -714,6 +810,9 @@ def _print_summary(records: list[dict], tokens_now: int | None, seconds: float) 
         print(f"{seconds:.1f} s, {tokens_now:,} tokens tokenized in this run, {tokens_now / max(seconds, 1e-9):,.0f} tokens/s")
     if mixed and mixed["excluded"]:
         print(f"left out {sum(mixed['excluded'].values()):,} documents of subsets not asked for: " + ", ".join(f"{name} {n:,}" for name, n in mixed["excluded"].items()))
+    filtering = filter_totals(records)
+    if filtering is not None:
+        print("\n".join(filter_table(filtering)))
     shown = 0
     for source, src in sources.items():
         if src["bad_lines"] and shown < 20:

@@ -5,6 +5,8 @@ One module per layout, each finding its files::
     redpajama.py   RedPajama-Data-1T (a folder per subset) and its 11-file Sample
     slimpajama.py  SlimPajama-627B: split/chunk<N>/example_*_<i>.jsonl.zst, subsets mixed in every file
     parquet.py     a directory of Parquet files: SlimPajama's Parquet samples, code corpora (StarCoder)
+    redpajama_v2.py  RedPajama-Data-V2: documents/<snapshot>/<shard>/<lang>_<part>.json.gz, filtered
+                   on its quality signals (``quality.py``) and deduplicated on its duplicate lists
 
 and one per file format, each reading documents: ``jsonl.py`` (plain, ``.zst``, ``.gz``) and
 ``parquet.py``. ``subsets.py`` has the subset names and LLaMA's mixture, ``common.py`` what
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pajama import PajamaError
-from pajama.corpora import redpajama, slimpajama
+from pajama.corpora import redpajama, redpajama_v2, slimpajama
 from pajama.corpora.common import PARQUET_EXTENSION, SPLITS, BadLines, Document, SourceFile, UnreadableInput
 from pajama.corpora.jsonl import DocumentReader
 from pajama.corpora.redpajama import SAMPLE_FILES
@@ -25,8 +27,9 @@ from pajama.corpora.subsets import LLAMA_WEIGHTS, SET_NAMES, SHORT_NAMES, SUBSET
 
 if TYPE_CHECKING:
     from pajama.corpora.parquet import ParquetReader
+    from pajama.corpora.redpajama_v2 import V2Reader
 
-LAYOUTS = ("auto", "redpajama", "sample", "slimpajama", "parquet")
+LAYOUTS = ("auto", "redpajama", "sample", "slimpajama", "parquet", "redpajama_v2")
 
 __all__ = [
     "LAYOUTS", "LLAMA_WEIGHTS", "SAMPLE_FILES", "SET_NAMES", "SHORT_NAMES", "SPLITS", "SUBSETS",
@@ -38,7 +41,10 @@ __all__ = [
 def detect_layout(root: Path) -> str:
     """The layout of the corpus at ``root``: SlimPajama's split/chunk folders, RedPajama's
     subset folders, else Parquet files anywhere; RedPajama's when none is found (its error
-    then says what was expected). The Sample is never guessed: it takes ``--sample True``."""
+    then says what was expected). The Sample is never guessed: it takes ``--sample True``.
+    RedPajama-Data-V2 is a ``documents`` folder holding snapshot folders."""
+    if redpajama_v2.looks_like_v2(root):
+        return "redpajama_v2"
     if slimpajama.looks_like_slimpajama(root):
         return "slimpajama"
     if redpajama.has_subset_folders(root):
@@ -56,6 +62,11 @@ def find_source_files(
     split: str = "train",
     text_field: str = "text",
     subset_name: str | None = None,
+    snapshots: list[str] | None = None,
+    languages: list[str] | None = None,
+    partitions: list[str] | None = None,
+    rules: tuple = (),
+    dedup: bool = False,
 ) -> list[SourceFile]:
     """Every input file of the corpus at ``source_path``, in reading order.
 
@@ -63,7 +74,9 @@ def find_source_files(
     only those subsets (in SlimPajama and its Parquet samples, documents of the others are
     skipped and counted); ``split`` picks SlimPajama's (or a Parquet corpus's) split;
     ``text_field`` is the JSON key or column of the text; ``subset_name`` names the one subset
-    of a Parquet corpus whose rows do not name theirs.
+    of a Parquet corpus whose rows do not name theirs. For RedPajama-Data-V2, ``snapshots``,
+    ``languages`` and ``partitions`` choose its files, ``rules`` (:class:`quality.Rule`) filter
+    its documents on their quality signals and ``dedup`` drops its listed duplicates.
     """
     root = Path(source_path).expanduser().resolve()
     if not root.is_dir():
@@ -82,6 +95,14 @@ def find_source_files(
         raise PajamaError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
     if not text_field:
         raise PajamaError("--text_field must name a field")
+    if layout == "redpajama_v2":
+        if subsets:
+            raise PajamaError(f"{root}: RedPajama-Data-V2's subsets are its languages (rpv2_en ...): choose them with --languages, not --subsets")
+        if split != "train" or text_field != "text" or subset_name is not None:
+            raise PajamaError(f"{root}: RedPajama-Data-V2 takes no --split, --text_field or --subset_name (its text is raw_content, its subsets are its languages)")
+        return redpajama_v2.find_files(root, snapshots, languages, partitions, tuple(rules), dedup)
+    if snapshots or languages or partitions or rules or dedup:
+        raise PajamaError(f"--snapshots, --languages, --partitions, --filters, --filter_rules and --dedup apply to RedPajama-Data-V2; {root} has the {layout} layout")
     if subset_name is not None and layout != "parquet":
         raise PajamaError(f"--subset_name names the subset of a Parquet corpus; {root} has the {layout} layout")
     if layout == "parquet":
@@ -109,7 +130,7 @@ def find_source_files(
     return files
 
 
-def open_documents(source: SourceFile, start: int = 0, end: int | None = None, strict: bool = False, bad: BadLines | None = None) -> DocumentReader | ParquetReader:
+def open_documents(source: SourceFile, start: int = 0, end: int | None = None, strict: bool = False, bad: BadLines | None = None) -> DocumentReader | ParquetReader | V2Reader:
     """A reader of the documents of ``source`` (of a byte range of a plain jsonl file, or of
     a range of row groups of a Parquet file), by its format; iterate it for :class:`Document`.
     Both readers count bad records in ``bad``, documents of subsets not kept in ``excluded``,
@@ -118,4 +139,6 @@ def open_documents(source: SourceFile, start: int = 0, end: int | None = None, s
         from pajama.corpora.parquet import ParquetReader
 
         return ParquetReader(source, start, end, strict=strict, bad=bad)
+    if source.format == redpajama_v2.LAYOUT:
+        return redpajama_v2.V2Reader(source, start, end, strict=strict, bad=bad)
     return DocumentReader(source, start, end, strict=strict, bad=bad)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from pajama.generate import load_model
-from pajama.hardware import cpu_info
+from pajama.hardware import cpu_info, emulated_isa
 from pajama.loader import load_prepared, split_blocks
 from pajama.model import document_ids
 from pajama.prepare import prepare
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--block_size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
-    print(f"CPU: {cpu_info().describe()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"CPU: {cpu_info().describe()}" + (f" [{emulated_isa()}]" if emulated_isa() else "") + f"; torch {torch.__version__}, {torch.get_num_threads()} threads")
     key_value_sharing()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

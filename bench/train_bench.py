@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from pajama.hardware import cpu_info, emulated_isa
-from pajama.loader import MixtureSampler, load_prepared, split_blocks
+from pajama.loader import MixtureSampler, load_prepared, split_blocks, stream_weights
 from pajama.model import LLaMA
 from pajama.model_config import preset
 from pajama.precision import choose_precision, compute_dtype
@@ -62,7 +62,8 @@ def bare_loop(data_dir: Path, model_name: str, block_size: int, micro: int, accu
     data = load_prepared(data_dir)
     config = preset(model_name).replace(vocab_size=data.vocab_size, block_size=block_size)
     train, _ = split_blocks(data, block_size + 1, 0.005, holdout=True)
-    sampler = MixtureSampler(train, None, block_size + 1, seed=0)
+    weights = stream_weights({n: s.stream.tokens for n, s in train.items()}, None, None)
+    sampler = MixtureSampler(train, weights, block_size + 1, seed=0)
     model = LLaMA(config)
     model.init_weights(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)

@@ -15,6 +15,15 @@ from pajama.model import LLaMA, KVCache
 from pajama.precision import choose_precision, compute_dtype
 
 
+def inference_device(accelerator: str) -> torch.device:
+    """The one device ``--accelerator`` (auto, cpu or cuda) names for inference."""
+    if accelerator not in ("auto", "cpu", "cuda"):
+        raise PajamaError(f"--accelerator must be auto, cpu or cuda, got {accelerator!r}")
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        raise PajamaError("--accelerator cuda: no CUDA device is available")
+    return torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+
+
 def load_model(checkpoint_path: Path, device: torch.device) -> tuple[LLaMA, dict]:
     """A checkpoint's model (full or sharded checkpoint), fp32, in eval mode on ``device``."""
     config, weights, meta = ckpt.load_model_weights(checkpoint_path)

@@ -534,7 +534,7 @@ def evaluate_tasks(
     ``output_path``, default ``<checkpoint>/lm_eval/results_<time>.json``) leaves them out.
     """
     import pajama.checkpoint as ckpt
-    from pajama.generate import load_model
+    from pajama.generate import inference_device, load_model
     from pajama.precision import choose_precision, compute_dtype
 
     if batch_size < 1:
@@ -545,11 +545,7 @@ def evaluate_tasks(
         limit = int(limit)  # a number of examples (below 1: a fraction of them)
     if num_fewshot is not None and num_fewshot < 0:
         raise PajamaError(f"--num_fewshot must be >= 0, got {num_fewshot}")
-    if accelerator not in ("auto", "cpu", "cuda"):
-        raise PajamaError(f"--accelerator must be auto, cpu or cuda, got {accelerator!r}")
-    if accelerator == "cuda" and not torch.cuda.is_available():
-        raise PajamaError("--accelerator cuda: no CUDA device is available")
-    device = torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+    device = inference_device(accelerator)
     path = ckpt.resolve(Path(checkpoint))
     meta = ckpt.read_meta(path)
     tokenizer = ckpt.load_tokenizer_of(path, meta, tokenizer_path)  # before the weights: a missing tokenizer fails fast

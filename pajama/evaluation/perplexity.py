@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import pajama.checkpoint as ckpt
 from pajama import PajamaError
-from pajama.generate import load_model
+from pajama.generate import inference_device, load_model
 from pajama.loader import load_prepared
 from pajama.loader import mixture as mixture_weights
 from pajama.model import document_ids
@@ -63,11 +63,7 @@ def evaluate(
         raise PajamaError(f"--max_tokens must be >= 1, got {max_tokens}")
     if micro_batch_size < 1:
         raise PajamaError(f"--micro_batch_size must be >= 1, got {micro_batch_size}")
-    if accelerator not in ("auto", "cpu", "cuda"):
-        raise PajamaError(f"--accelerator must be auto, cpu or cuda, got {accelerator!r}")
-    if accelerator == "cuda" and not torch.cuda.is_available():
-        raise PajamaError("--accelerator cuda: no CUDA device is available")
-    device = torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+    device = inference_device(accelerator)
 
     path = ckpt.resolve(Path(checkpoint))
     meta = ckpt.read_meta(path)

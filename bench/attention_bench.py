@@ -36,7 +36,7 @@ from pajama.model import document_ids
 from pajama.prepare import prepare
 from pajama.quickstart import SAMPLE
 from pajama.tokenizer import train_tokenizer
-from pajama.train import TrainConfig, pretrain
+from pajama.training import TrainConfig, pretrain
 
 
 def time_attention(expand: bool, batch: int, seq: int, heads: int = 32, kv_heads: int = 4, head_size: int = 64, repeats: int = 5) -> float:

@@ -20,8 +20,9 @@ Two corpora of real text, each with a tokenizer trained on it:
   redpajama_v2  RedPajama-Data-V2's: the documents shuffled over ``documents/2023-06/<shard>/en_head.json.gz``
               with their quality signals (the Gopher rules' ones, one span per line for the
               line-level signal, computed here) and a duplicate list of 2% of them, prepared with
-              ``--filters gopher --dedup true``; rates count the tokens kept, and the one-process
-              loop applies the same rules.
+              ``--filters gopher_card --dedup true`` (the dataset card's Gopher example: it removes
+              most documents here); rates count the tokens kept, and the one-process loop applies
+              the same rules.
 
 The tokenizer is a SentencePiece BPE trained like LLaMA's (``--kind sentencepiece``, the
 default) or a Hugging Face ``tokenizer.json`` (``--kind huggingface``): a byte-level BPE with
@@ -39,6 +40,11 @@ For each corpus it reports:
 
 and once (e) the peak memory of a worker on one large ``.jsonl.zst``, for two file sizes.
 
+``--filter_cost`` measures instead, in each layout that filters (redpajama_v2), only prepare on
+every core with the removed documents counted in characters (the default) and in tokens too
+(``--count_removed_tokens true``, which tokenizes them, as prepare always did before), and the
+cost of the chunk files' checksums against prepare's rate.
+
 Rates are tokens of text per second (BOS/EOS excluded), so every line counts the same work.
 Every measurement runs in a process of its own (see ``fresh``), timed from its first call.
 A busy machine makes absolute figures meaningless: compare the ratios, measured in one run.
@@ -47,7 +53,7 @@ printed before and after). The output starts with the machine: the CPU's model a
 and any instruction-set cap set in the environment; ``--json`` writes all of it to a file.
 
     python bench/prepare_bench.py [--size_mb 150] [--cases redpajama mid] [--layout redpajama slimpajama parquet] [--json out.json]
-        [--workdir /tmp/pajama-prepare-bench] [--kind sentencepiece|huggingface] [--tokenizer_path M]
+        [--workdir /tmp/pajama-prepare-bench] [--kind sentencepiece|huggingface] [--tokenizer_path M] [--filter_cost]
 """
 
 from __future__ import annotations
@@ -84,7 +90,7 @@ import sentencepiece as spm
 import tokenizers
 import zstandard
 
-from pajama.chunks import ChunkWriter, dtype_for_vocab
+from pajama.chunks import ChunkWriter, block_checksums, dtype_for_vocab, encode_header
 from pajama.hardware import cpu_info, emulated_isa
 from pajama.prepare import prepare
 from pajama.corpora import SET_NAMES, find_source_files, open_documents
@@ -204,7 +210,7 @@ LAYOUT_ARGS = {
     "redpajama": {},
     "slimpajama": {"layout": "slimpajama"},
     "parquet": {"layout": "parquet", "text_field": "content", "subset_name": "code"},
-    "redpajama_v2": {"layout": "redpajama_v2", "filters": "gopher", "dedup": True},
+    "redpajama_v2": {"layout": "redpajama_v2", "filters": "gopher_card", "dedup": True},
 }
 V2_FILES = 8
 
@@ -220,7 +226,7 @@ def find_args(layout: str) -> dict:
 
 
 def v2_signals(text: str) -> dict:
-    """The signals the Gopher rules read, computed the plain way."""
+    """The signals the dataset card's Gopher rules read, computed the plain way."""
     words = text.split()
     n = max(len(words), 1)
     chars = sum(map(len, words)) or 1
@@ -444,11 +450,11 @@ def run_anchor(root: Path, model: str, destination: Path, chunk_size: int, layou
 # -- (b), (d) prepare ---------------------------------------------------------------------------
 
 
-def run_prepare(root: Path, model: str, destination: Path, workers: int, unit_mb: float, chunk_size: int, layout: str = "redpajama") -> tuple[float, int]:
+def run_prepare(root: Path, model: str, destination: Path, workers: int, unit_mb: float, chunk_size: int, layout: str = "redpajama", **more) -> tuple[float, int]:
     shutil.rmtree(destination, ignore_errors=True)
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its summary and progress bar
-        prepare(root, model, destination, num_workers=workers, unit_mb=unit_mb, chunk_size=chunk_size, **LAYOUT_ARGS[layout])
+        prepare(root, model, destination, num_workers=workers, unit_mb=unit_mb, chunk_size=chunk_size, **LAYOUT_ARGS[layout], **more)
     seconds = time.perf_counter() - start
     manifest = json.loads((destination / "manifest.json").read_text())
     return seconds, manifest["tokens"] - 2 * manifest["documents"]
@@ -562,6 +568,8 @@ def measure_case(name: str, args: argparse.Namespace, cores: int, layout: str = 
             with contextlib.redirect_stdout(io.StringIO()):
                 write_layout(source, corpus, layout)
             (corpus / ".built").write_text("")
+    if args.filter_cost:
+        return measure_filter_cost(corpus, model, work, args, cores, layout, chunk_size)
     tok = load_tokenizer(model)
     with contextlib.redirect_stdout(io.StringIO()):
         texts = load_texts(corpus, layout)
@@ -598,6 +606,38 @@ def measure_case(name: str, args: argparse.Namespace, cores: int, layout: str = 
     print(f"  prepare on {cores} cores / one-process loop:                            {ratios['prepare_vs_loop']:.2f}x  (goal >= 1.8x on 2 cores)")
     print(f"  prepare 1 -> {cores} workers:                                            {ratios['scaling_1_to_all']:.2f}x  (goal >= 1.85x on 2)", flush=True)
     return {"corpus": corpus_info, "rows": rows, "ratios": ratios}
+
+
+def measure_filter_cost(corpus: Path, model: str, work: Path, args: argparse.Namespace, cores: int, layout: str, chunk_size: int) -> dict:
+    """``--filter_cost``: prepare on every core, removed documents counted in characters (the
+    default) against counted in tokens too (``--count_removed_tokens true``); and the chunk
+    checksums' share of prepare's time per chunk file."""
+    row = functools.partial(best_of, args.repeat)
+    print(f"prepare, {cores} workers, rates of tokens kept (best of {args.repeat})")
+    rows = {}
+    for key, count in (("characters", False), ("tokens", True)):
+        rows[key] = row(
+            f"removed counted in {key}" + (" (--count_removed_tokens true)" if count else ""),
+            lambda count=count: fresh(functools.partial(run_prepare, count_removed_tokens=count), corpus, model, work / "out", cores, args.unit_mb, chunk_size, layout),
+        )
+    filtering = json.loads((work / "out" / "manifest.json").read_text())["filtering"]
+    removed = filtering["removed"]
+    print(f"  the filters removed {removed['documents']:,} of {filtering['read']:,} documents, {removed['characters'] / 1e6:.1f} M characters, {removed['tokens'] / 1e6:.1f} M tokens")
+    ratio = rows["characters"]["tokens_per_s"] / rows["tokens"]["tokens_per_s"]
+    print(f"  kept tokens/s, characters / tokens counted: {ratio:.2f}x")
+    # Checksums: CRC-32 of every block of a chunk file, from memory, as the writer does it.
+    tok = load_tokenizer(model)
+    dtype = dtype_for_vocab(tok.vocab_size)
+    buffer = np.random.default_rng(0).integers(0, tok.vocab_size, chunk_size).astype(dtype)
+    header = encode_header(dtype, chunk_size)
+    start = time.perf_counter()
+    for _ in range(20):
+        block_checksums(header, buffer)
+    crc_seconds = (time.perf_counter() - start) / 20
+    per_worker = rows["characters"]["tokens_per_s"] / cores
+    share = crc_seconds / (chunk_size / per_worker)
+    print(f"  chunk checksums: {crc_seconds * 1e3:.2f} ms per chunk file of {buffer.nbytes / 1e6:.1f} MB ({buffer.nbytes / crc_seconds / 1e9:.1f} GB/s), {share:.2%} of the time a worker takes to fill one at the rate above", flush=True)
+    return {"rows": rows, "ratio_characters_vs_tokens": ratio, "removed": removed, "read": filtering["read"], "checksum_seconds_per_chunk": crc_seconds, "checksum_share": share}
 
 
 def measure_memory(args: argparse.Namespace, model: str, layout: str = "redpajama") -> dict:
@@ -642,6 +682,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs of each measurement; the fastest counts")
     parser.add_argument("--rss_mb", type=float, default=60, help="MB of text in the smaller .jsonl.zst of (e); the larger has twice as much")
     parser.add_argument("--json", type=Path, help="also write every figure, with the machine and the settings, to this file")
+    parser.add_argument("--filter_cost", action="store_true", help="only prepare with removed documents counted in characters against tokens, and the checksums' cost (filtering layouts)")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     machine = {"cpu": cpu_info().describe(), "isa_cap": emulated_isa(), "sentencepiece": spm.__version__, "tokenizers": tokenizers.__version__, "python": sys.version.split()[0]}
@@ -651,7 +692,7 @@ def main() -> None:
     cases = {(name if layout == "redpajama" else f"{name}/{layout}"): measure_case(name, args, cores, layout) for name in args.cases for layout in args.layout}
     first = args.cases[0]
     model = str(args.tokenizer_path or default_tokenizer(args.workdir / first, args.kind, args.vocab_size or CASES[first][2]))
-    memory = {layout: measure_memory(args, model, layout) for layout in args.layout}
+    memory = {} if args.filter_cost else {layout: measure_memory(args, model, layout) for layout in args.layout}
     load_after = os.getloadavg()
     print(f"load average after: {' '.join(f'{x:.2f}' for x in load_after)}")
     if args.json:

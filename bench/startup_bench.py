@@ -31,6 +31,8 @@ COMMANDS = {
     "pajama model 7B": [*PAJAMA, "model", "7B"],
     "pajama prepare --help": [*PAJAMA, "prepare", "--help"],
     "pajama data verify --help": [*PAJAMA, "data", "verify", "--help"],
+    "pajama quickstart --help": [*PAJAMA, "quickstart", "--help"],
+    "pajama export --help": [*PAJAMA, "export", "--help"],
     "pajama pretrain --help": [*PAJAMA, "pretrain", "--help"],
 }
 

@@ -41,7 +41,7 @@ from pajama.precision import choose_precision, compute_dtype
 from pajama.prepare import prepare
 from pajama.quickstart import SAMPLE
 from pajama.tokenizer import train_tokenizer
-from pajama.train import TrainConfig, pretrain
+from pajama.training import TrainConfig, pretrain
 
 
 def matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:

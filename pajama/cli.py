@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
-import importlib.util
+import importlib
 import inspect
 import os
 import re
@@ -19,9 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import docstring_parser  # jsonargparse[signatures] reads docstrings with it too
+import yaml
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, set_parsing_settings
 
-from pajama import PajamaError
+from pajama import PajamaError, __version__
 
 
 # Each command's function as "module:function", imported only when that command is parsed:
@@ -31,7 +32,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "tokenizer": {"train": "pajama.tokenizer.train:train_tokenizer"},
     "prepare": "pajama.prepare:prepare",
     "data": {"verify": "pajama.data:verify", "inspect": "pajama.data:inspect"},
-    "pretrain": "pajama.train:pretrain",
+    "pretrain": "pajama.training.loop:pretrain",
     "generate": "pajama.generate:generate",
     "evaluate": "pajama.evaluation:evaluate",
     "export": "pajama.hf:export",
@@ -58,9 +59,11 @@ def _parser(**kwargs) -> ArgumentParser:
 
 def _summary(spec: str) -> str:
     """The first line of a command function's docstring, read from its module's source
-    without importing the module."""
+    without importing the module, nor its package (``pajama.training`` imports torch)."""
     module, name = spec.split(":")
-    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8"))
+    path = Path(__file__).parent.joinpath(*module.split(".")[1:])
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     function = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == name)
     doc = ast.get_docstring(function) or ""
     return doc.splitlines()[0] if doc else ""
@@ -77,6 +80,56 @@ def _config_class(target: Callable) -> type | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class CommaList:
+    """The type of every list flag, whatever its parameter's annotation: comma-separated
+    (``--subsets common_crawl,c4``) or a YAML list (``--subsets '[common_crawl, c4]'``; in a
+    --config file, either)."""
+
+    item: type
+
+    def __call__(self, value: str | list) -> list:
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) if value.lstrip().startswith("[") else value.split(",")
+            except yaml.YAMLError:
+                raise ValueError(f"{value!r} is neither comma-separated nor a YAML list") from None
+        if not isinstance(value, list):
+            raise ValueError(f"expected a comma-separated or YAML list, got {value!r}")
+        return [self.item(str(v).strip()) for v in value if str(v).strip()]
+
+    def __repr__(self) -> str:  # the flag's type in --help
+        return f"list of {self.item.__name__}, comma-separated or YAML"
+
+
+def _list_item(hint) -> type | None:
+    """X where ``hint`` is list[X] of a plain X (str, Path ...), or a union holding one; None for
+    any other type (a list of mappings, --stages, stays YAML)."""
+    for h in (hint, *typing.get_args(hint)):
+        if typing.get_origin(h) is list and typing.get_origin(typing.get_args(h)[0]) is None:
+            return typing.get_args(h)[0]
+    return None
+
+
+def _comma_lists(parser: ArgumentParser, hints: dict) -> None:
+    """Give every list-typed flag of ``parser`` the one convention of :class:`CommaList`, in
+    place of jsonargparse's (a YAML list only, plus an appending ``--flag+``); a list of
+    mappings keeps its YAML, without the ``--flag+`` form either."""
+    for action in list(parser._actions):
+        for option in [o for o in action.option_strings if o.endswith("+")]:
+            action.option_strings.remove(option)
+            parser._option_string_actions.pop(option)
+        item = _list_item(hints.get(action.dest))
+        if item is None:
+            continue
+        parser._option_string_actions.pop(f"--{action.dest}")
+        group = action.container
+        flag = group.add_argument(f"--{action.dest}", type=CommaList(item), default=action.default, help=action.help)
+        for actions in (parser._actions, group._group_actions):  # in the old one's place: --help keeps the signature's order
+            actions.remove(flag)
+            actions[actions.index(action)] = flag
+
+
 def _subparser(target: Callable) -> ArgumentParser:
     parser = _parser(description=(target.__doc__ or "").strip().split("\n\n")[0] or None)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the flags below.")
@@ -91,6 +144,7 @@ def _subparser(target: Callable) -> ArgumentParser:
         parser.add_argument(f"--{flag}", default=None, help=f"{help.rstrip('.')} (may also be given without the flag)")
     else:
         parser.add_function_arguments(target, as_positional=False)
+    _comma_lists(parser, typing.get_type_hints(config_class or target))
     return parser
 
 
@@ -119,6 +173,7 @@ def build_parser(argv: list[str] | None = None) -> tuple[ArgumentParser, dict]:
     set_parsing_settings(docstring_parse_attribute_docstrings=True)  # config dataclass fields document themselves
     named = None if argv is None else _named(argv)
     parser = _parser(prog="pajama", description="Pre-train LLaMA models on RedPajama.")
+    parser.add_argument("--version", action="version", version=f"pajama {__version__}")
     sub = parser.add_subcommands(dest="command")
     commands: dict[str, Callable | dict[str, Callable]] = {}
 
@@ -158,6 +213,8 @@ def _explain(message: str, parser: ArgumentParser, argv: list[str]) -> str:
         sub = action.choices[token]
     message = re.sub(r'Parser key "([\w.]+)":', lambda m: f"--{m[1].rsplit('.', 1)[-1]}:", message)
     message = re.sub(r"Expected a <class '(\w+)'>\. Got value: (.*)", r"expected \1, got \2", message)
+    # An optional flag (int | None ...): the type it takes, not jsonargparse's account of the union.
+    message = re.sub(r"Does not validate against any of the Union subtypes\s+Subtypes: \[<class '(\w+)'>, <class 'NoneType'>\].*Given value: (.*)", r"expected \1, got \2", message, flags=re.S)
     if "but it was not provided" in message and sub._subcommands_action is not None:
         message = f"give a command: {', '.join(sub._subcommands_action.choices)}"
     if "arguments are required:" in message:

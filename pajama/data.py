@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from pajama import PajamaError
-from pajama.chunks import HEADER_SIZE, read_header
-from pajama.prepare import FORMAT, MANIFEST, MIXED_ROW, SETTINGS, UNITS, chunk_subset, filter_table, load_records, record_subsets, summary_table, unit_order
+from pajama.chunks import HEADER_SIZE
+from pajama.loader import check_chunk, chunk_spec
+from pajama.progress import progress_bar
+from pajama.prepare import FORMAT, MANIFEST, MIXED_ROW, SETTINGS, UNITS, empty_line, filter_table, load_records, manifest_chunk, record_subsets, summary_table, unit_order
 from pajama.tokenizer import find_tokenizer, load_tokenizer
 
 CHUNK_NAME = re.compile(r"^(?P<unit>.+)_(?P<counter>\d{10})\.bin$")
@@ -41,8 +43,9 @@ def verify(destination_path: Path, tokenizer_path: Path | None = None) -> None:
 
     Every unit record must be in the manifest and every unit of the manifest must have a
     record; every chunk file listed must exist with a valid header of the manifest's chunk
-    size and dtype, hold its documents framed by BOS and EOS, and no chunk file may be
-    unlisted; the manifest's totals must equal the sum of the records; the tokenizer
+    size and dtype, the size that makes, the checksum prepare recorded for each of its blocks
+    (the file is read whole), and hold its documents framed by BOS and EOS, and no chunk file
+    may be unlisted; the manifest's totals must equal the sum of the records; the tokenizer
     checksum must agree with the prepare settings (and with ``tokenizer_path``, if given), and
     the copy of the tokenizer that prepare keeps must be there with that checksum.
     A source file that could not be read to its end is a problem too. Prints a verdict;
@@ -92,27 +95,28 @@ def verify(destination_path: Path, tokenizer_path: Path | None = None) -> None:
     for name in sorted(set(listed_units) - set(records)):
         problems.append(f"{destination / UNITS / (name + '.json')}: listed in the manifest but missing")
     in_both = sorted(set(records) & set(listed_units), key=unit_order)
-    expected_chunks = [{"file": c["file"], "subset": chunk_subset(records[u], c), "tokens": c["tokens"]} for u in in_both for c in records[u]["chunks"]]
+    expected_chunks = [manifest_chunk(records[u], c) for u in in_both for c in records[u]["chunks"]]
     if len(in_both) == len(records) == len(listed_units) and expected_chunks != manifest["chunks"]:
         problems.append(f"{destination / MANIFEST}: its chunk list differs from the unit records'")
-    for key in ("documents", "tokens", "bad_lines"):
-        total = sum(r[key] for r in records.values())
-        if manifest.get(key) != total:
+    for key in ("documents", "tokens", "bad_lines", "empty"):  # "empty": absent before empty texts were counted
+        total = sum(r.get(key, 0) for r in records.values())
+        if manifest.get(key, 0) != total:
             problems.append(f"{destination / MANIFEST}: {key} {manifest.get(key)}, the unit records add up to {total}")
         per_subset: dict[str, int] = {}
         for r in records.values():
-            if key == "bad_lines":  # a bad line of a file that mixes subsets belongs to none
+            if key in ("bad_lines", "empty"):  # a skipped record of a file that mixes subsets belongs to none
                 if r["subset"] is not None:
-                    per_subset[r["subset"]] = per_subset.get(r["subset"], 0) + r[key]
+                    per_subset[r["subset"]] = per_subset.get(r["subset"], 0) + r.get(key, 0)
             else:
                 for subset, t in record_subsets(r).items():
                     per_subset[subset] = per_subset.get(subset, 0) + t[key]
         for subset, s in manifest["subsets"].items():
-            if s.get(key) != per_subset.get(subset, 0):
+            if s.get(key, 0) != per_subset.get(subset, 0):
                 problems.append(f"{destination / MANIFEST}: subset {subset} has {key} {s.get(key)}, its unit records add up to {per_subset.get(subset, 0)}")
-    mixed_bad = sum(r["bad_lines"] for r in records.values() if r["subset"] is None)
-    if manifest.get("mixed", {}).get("bad_lines", 0) != mixed_bad:
-        problems.append(f"{destination / MANIFEST}: files that mix subsets have bad_lines {manifest.get('mixed', {}).get('bad_lines', 0)}, their unit records add up to {mixed_bad}")
+    for key in ("bad_lines", "empty"):
+        in_mixed = sum(r.get(key, 0) for r in records.values() if r["subset"] is None)
+        if manifest.get("mixed", {}).get(key, 0) != in_mixed:
+            problems.append(f"{destination / MANIFEST}: files that mix subsets have {key} {manifest.get('mixed', {}).get(key, 0)}, their unit records add up to {in_mixed}")
     for r in records.values():
         parts = record_subsets(r).values()
         if (sum(t["documents"] for t in parts), sum(t["tokens"] for t in parts)) != (r["documents"], r["tokens"]):
@@ -131,19 +135,20 @@ def verify(destination_path: Path, tokenizer_path: Path | None = None) -> None:
         match = CHUNK_NAME.match(c["file"])
         by_unit.setdefault(match["unit"] if match else c["file"], []).append(c)
     bos, eos = manifest["tokenizer"]["bos_id"], manifest["tokenizer"]["eos_id"]
+    unchecked = 0
+    bar = progress_bar(total=len(manifest["chunks"]), desc="reading chunk files", unit="file", disable=len(manifest["chunks"]) < 100)
     for unit, chunks in by_unit.items():
         for i, c in enumerate(chunks):
+            bar.update(1)
             path = destination / c["file"]
             if not path.exists():
                 problems.append(f"{path}: listed in the manifest but missing")
                 continue
-            try:
-                file_dtype, file_chunk_size = read_header(path)
+            unchecked += "crc32" not in c
+            try:  # size, header and the checksum of every block
+                check_chunk(path, chunk_spec(manifest, c), checksums=True)
             except PajamaError as e:
                 problems.append(str(e))
-                continue
-            if (file_dtype, file_chunk_size) != (dtype, chunk_size):
-                problems.append(f"{path}: header says {file_chunk_size} {file_dtype} tokens, the manifest {chunk_size} {dtype}")
                 continue
             if not 0 <= c["tokens"] <= chunk_size or (i < len(chunks) - 1 and c["tokens"] != chunk_size):
                 problems.append(f"{path}: {c['tokens']} real tokens listed; only the last chunk file of a unit may be partly filled")
@@ -152,9 +157,12 @@ def verify(destination_path: Path, tokenizer_path: Path | None = None) -> None:
                 problems.append(f"{path}: does not start with BOS ({bos}): not the first chunk file of unit {unit}?")
             if i == len(chunks) - 1 and c["tokens"] and _token(path, dtype, c["tokens"] - 1) != eos:
                 problems.append(f"{path}: its real tokens do not end with EOS ({eos}): truncated or not the last chunk file of unit {unit}?")
+    bar.close()
     stray = sorted(p.name for p in destination.glob("*.bin") if p.name not in listed)
     if stray:
         problems.append(f"{destination}: {len(stray)} chunk file(s) not in the manifest: {', '.join(stray[:3])}{' ...' if len(stray) > 3 else ''}")
+    if unchecked:
+        notes.append(f"{unchecked:,} chunk file(s) have no checksums (prepared before pajama recorded them): their sizes and headers were checked, not their contents")
     leftovers = sorted(p.name for p in destination.glob(".*.tmp"))
     if leftovers:
         notes.append(f"{len(leftovers)} temporary file(s) of an interrupted run ({leftovers[0]} ...): harmless; --overwrite or deleting them removes them")
@@ -209,6 +217,9 @@ def inspect(destination_path: Path, documents: int = 3, seed: int = 0, tokenizer
     for subset, s in [*manifest["subsets"].items(), *([(MIXED_ROW, mixed)] if mixed else [])]:
         for example in s.get("bad_examples", []):
             print(f"skipped ({subset}): {example}")
+    empty = empty_line(manifest["sources"])
+    if empty:
+        print(empty)
     for error in manifest.get("errors", []):
         print(f"could not read to the end: {error}")
     if manifest.get("filtering"):

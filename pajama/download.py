@@ -16,7 +16,11 @@ line); ``--listings`` fetches, for each, the documents, quality signals and dupl
 (documents only for the tail partition, which has neither) from ``--base_url`` into V2's
 layout (see :mod:`pajama.corpora.redpajama_v2`). A documents or signals file that downloads
 whole but is corrupt gzip upstream is kept and reported: prepare records its damage and keeps
-the documents before it.
+the documents before it. Some V2 files are missing upstream (many duplicate lists among them):
+one that answers 404, or that upstream's lists of missing files (``urls/missing-*.txt``, given
+with ``--missing_lists``) name, is recorded in ``missing_upstream.txt`` and reported, and does
+not fail the download; prepare notes each missing signals file or duplicate list it meets.
+A 404 on a RedPajama-Data-1T file stays an error.
 
 Only the standard library is used for HTTP (``urllib.request``).
 """
@@ -42,15 +46,19 @@ from typing import TypeVar
 from tqdm import tqdm
 
 from pajama import PajamaError, __version__
+from pajama.chunks import write_atomic
 from pajama.progress import progress_bar
 from pajama.corpora import SUBSETS
 
-__all__ = ["DEFAULT_URLS", "V2_BASE_URL", "download", "url_relative_path", "v2_relative_paths"]
+__all__ = ["DEFAULT_URLS", "MISSING_UPSTREAM", "V2_BASE_URL", "download", "url_relative_path", "v2_relative_paths"]
 
 #: Default source of URLs: the official list of every file of RedPajama-Data-1T.
 DEFAULT_URLS = "https://data.together.xyz/redpajama-data-1T/v1.0.0/urls.txt"
 #: Where RedPajama-Data-V2's files are, below which its layout starts.
 V2_BASE_URL = "https://data.together.xyz/redpajama-data-v2/v1.0.0"
+#: RedPajama-Data-V2: the record, in the destination, of the files missing upstream (one relative path a line).
+MISSING_UPSTREAM = "missing_upstream.txt"
+_V2_FOLDERS = ("documents", "quality_signals", "duplicates")
 _V2_TAG = re.compile(r"(?P<snapshot>\d{4}-\d{2})/(?P<shard>\d{4})/(?P<lang>[a-z]{2})_(?P<part>head|middle|tail)")
 
 #: First retry delay in seconds; it doubles after every further failure (with jitter).
@@ -85,6 +93,7 @@ def download(
     sha256_path: Path | None = None,
     listings: list[Path] | Path | None = None,
     base_url: str = V2_BASE_URL,
+    missing_lists: list[Path] | Path | None = None,
 ) -> None:
     """Download RedPajama-Data-1T (or, with --listings, RedPajama-Data-V2) into DESTINATION_PATH, keeping the corpus layout.
 
@@ -96,6 +105,9 @@ def download(
     they stopped (HTTP Range requests). Network errors, timeouts, HTTP 429/5xx answers and
     truncated bodies are retried with exponential backoff. Files that still fail are
     reported at the end (the command then fails; everything completed is kept).
+    RedPajama-Data-V2 files that are missing upstream (HTTP 404, or named by --missing_lists)
+    are recorded in ``DESTINATION_PATH/missing_upstream.txt`` and reported, and do not fail
+    the command.
 
     Args:
         destination_path: Directory to download into (created if missing).
@@ -117,6 +129,10 @@ def download(
             ``quality_signals/<tag>.signals.json.gz`` and ``duplicates/<tag>.duplicates.parquet``
             (a tail tag: the documents only).
         base_url: RedPajama-Data-V2: the URL its layout starts below (with --listings).
+        missing_lists: RedPajama-Data-V2: upstream's lists of files missing upstream
+            (``urls/missing-documents.txt``, ``missing-signals.txt``, ``missing-duplicates.txt``
+            of its Hugging Face repository: URLs, or paths from ``documents/``,
+            ``quality_signals/`` or ``duplicates/`` on, one a line); those files are not asked for.
     """
     if num_connections < 1:
         raise PajamaError(f"num_connections must be at least 1, got {num_connections}")
@@ -134,8 +150,15 @@ def download(
         if wanted or urls_path is not None:
             raise PajamaError("--listings downloads RedPajama-Data-V2: it takes no --subsets or --urls_path (RedPajama-Data-1T's)")
         items = _load_v2_items(listings, base_url)
+    elif missing_lists:
+        raise PajamaError("--missing_lists names RedPajama-Data-V2 files: it goes with --listings")
     else:
         items = _load_items(ctx, urls_path, wanted)
+    missing: dict[str, str] = {}  # V2 files missing upstream: relative path -> why we know
+    if missing_lists:
+        listed = _read_missing_lists(missing_lists)
+        missing = {item.relpath.as_posix(): "on a list of files missing upstream" for item in items if item.relpath.as_posix() in listed}
+        items = [item for item in items if item.relpath.as_posix() not in missing]
     if sha256_path is not None:
         hashes = _read_sha256_file(Path(sha256_path).expanduser())
         for item in items:
@@ -153,7 +176,9 @@ def download(
     todo: list[_Item] = []
     complete = 0
     for item, outcome in _run_pool(ctx, num_connections, items, lambda it: _probe(ctx, it, dest)):
-        if isinstance(outcome, BaseException):
+        if listings and isinstance(outcome, _Missing):
+            missing[item.relpath.as_posix()] = str(outcome)
+        elif isinstance(outcome, BaseException):
             failed[item.url] = str(outcome)
             ctx.write(f"failed: {item.url}: {outcome}")
         elif outcome:
@@ -184,7 +209,9 @@ def download(
     done = 0
     bar.set_postfix_str(f"files 0/{len(todo)}")
     for item, outcome in _run_pool(ctx, num_connections, todo, lambda it: _download_one(ctx, it, dest)):
-        if isinstance(outcome, BaseException):
+        if listings and isinstance(outcome, _Missing):
+            missing[item.relpath.as_posix()] = str(outcome)
+        elif isinstance(outcome, BaseException):
             failed[item.url] = str(outcome)
             ctx.write(f"failed: {item.url}: {outcome}")
         else:
@@ -195,10 +222,11 @@ def download(
     bar.close()
 
     if listings:
-        _report_corrupt_gzip(dest, [item for item in todo if item.url not in failed])
+        _report_corrupt_gzip(dest, [item for item in todo if item.url not in failed and item.relpath.as_posix() not in missing])
+        _record_missing(dest, missing)
     _log(
         f"downloaded {done} files ({_human(ctx.received)} received), skipped {complete} already "
-        f"complete, {len(failed)} failed; destination: {dest}"
+        f"complete, {len(failed)} failed" + (f", {len(missing)} missing upstream" if listings else "") + f"; destination: {dest}"
     )
     if failed:
         shown = list(failed.items())[:20]
@@ -282,6 +310,45 @@ def _load_v2_items(listings: list[Path], base_url: str) -> list[_Item]:
     return list(items.values())
 
 
+def _read_missing_lists(paths: list[Path] | Path) -> set[str]:
+    """The V2 files that upstream's lists name as missing, as relative paths
+    (``duplicates/2023-06/0000/en_head.duplicates.parquet``), whatever URL base the lists use."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found = set()
+    for listing in paths:
+        path = Path(listing).expanduser()
+        if not path.is_file():
+            raise PajamaError(f"{path}: list of missing files not found")
+        for lineno, line in enumerate(_read_text(path, "the list of missing files").splitlines(), 1):
+            entry = line.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            parts = urllib.parse.urlsplit(entry).path.split("/") if re.match(r"https?://", entry, re.IGNORECASE) else entry.split("/")
+            start = next((i for i, part in enumerate(parts) if part in _V2_FOLDERS), None)
+            if start is None:
+                raise PajamaError(f"{path}:{lineno}: {entry[:200]!r} names no RedPajama-Data-V2 file (expected a URL or path with {', '.join(_V2_FOLDERS)}/ in it)")
+            found.add("/".join(parts[start:]))
+    return found
+
+
+def _record_missing(dest: Path, missing: dict[str, str]) -> None:
+    """Write the files missing upstream to ``MISSING_UPSTREAM`` (or remove a stale record) and name them."""
+    record = dest / MISSING_UPSTREAM
+    if not missing:
+        record.unlink(missing_ok=True)
+        return
+    write_atomic(record, "".join(f"{rel}\n" for rel in sorted(missing)).encode("utf-8"))
+    by_folder = {folder: sum(rel.startswith(folder + "/") for rel in missing) for folder in _V2_FOLDERS}
+    counts = ", ".join(f"{n} {folder}" for folder, n in by_folder.items() if n)
+    shown = "; ".join(f"{rel} ({why})" for rel, why in sorted(missing.items())[:5])
+    more = f"; and {len(missing) - 5} more" if len(missing) > 5 else ""
+    _log(
+        f"{len(missing)} file(s) missing upstream ({counts}), recorded in {record}: {shown}{more}. "
+        "prepare notes each: a missing duplicate list keeps its documents undeduplicated, a missing signals file leaves its documents out when filtering"
+    )
+
+
 def _report_corrupt_gzip(dest: Path, items: list[_Item]) -> None:
     """Check the gzip files just downloaded to the end: some of RedPajama-Data-V2's are
     corrupt upstream, where downloading again does not help. They are kept and named: prepare
@@ -329,6 +396,10 @@ class _Retryable(Exception):
 
 class _Permanent(Exception):
     """A failure that retrying will not fix (404, local disk error, sha256 mismatch)."""
+
+
+class _Missing(_Permanent):
+    """The server has no such file (HTTP 404 or 410)."""
 
 
 class _Stopped(Exception):
@@ -535,6 +606,8 @@ def _check_status(response, status: int, ok: Sequence[int] = (200, 206)) -> None
         return
     reason = getattr(response, "reason", "") or ""
     message = _one_line(f"HTTP {status} {reason}")
+    if status in (404, 410):
+        raise _Missing(message)
     if status in _RETRY_STATUSES or (500 <= status < 600 and status != 501):
         raise _Retryable(message, retry_after=_retry_after(response.headers))
     raise _Permanent(message)

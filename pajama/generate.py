@@ -11,17 +11,9 @@ import torch
 
 import pajama.checkpoint as ckpt
 from pajama import PajamaError
+from pajama.hardware import device_type
 from pajama.model import LLaMA, KVCache
 from pajama.precision import choose_precision, compute_dtype
-
-
-def inference_device(accelerator: str) -> torch.device:
-    """The one device ``--accelerator`` (auto, cpu or cuda) names for inference."""
-    if accelerator not in ("auto", "cpu", "cuda"):
-        raise PajamaError(f"--accelerator must be auto, cpu or cuda, got {accelerator!r}")
-    if accelerator == "cuda" and not torch.cuda.is_available():
-        raise PajamaError("--accelerator cuda: no CUDA device is available")
-    return torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def load_model(checkpoint_path: Path, device: torch.device) -> tuple[LLaMA, dict]:
@@ -76,7 +68,7 @@ def generate_ids(
     if budget <= 0:
         raise PajamaError(f"the prompt has {len(prompt)} tokens; the model's context is {model.config.block_size}")
     dtype = next(model.parameters()).dtype
-    caches = [KVCache(1, model.config, device, dtype) for _ in model.layers]
+    caches = [KVCache(1, model.config, device, dtype, capacity=len(prompt) + budget) for _ in model.layers]  # the request's tokens, not the whole context
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     logits = model(torch.tensor([prompt], device=device), caches)[:, -1]
     for _ in range(budget):
@@ -114,12 +106,12 @@ def generate(
         top_k: sample among the k most likely tokens (none: all).
         top_p: sample among the smallest set of tokens whose probability reaches p (nucleus).
         seed: random seed (none: different every run).
-        accelerator: auto, cpu or cuda.
+        accelerator: auto, cpu, cuda or mps.
         precision: bf16-mixed / bf16-true (bf16 weights), 16-mixed (fp16 weights) or 32-true; default: the fastest here (CPUs: measured).
     """
     if max_new_tokens < 1:
         raise PajamaError(f"--max_new_tokens must be >= 1, got {max_new_tokens}")
-    device = torch.device("cuda" if accelerator in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    device = torch.device(device_type(accelerator))
     path = ckpt.resolve(Path(checkpoint))
     model, meta = load_model(path, device)
     tokenizer = ckpt.load_tokenizer_of(path, meta, tokenizer_path)

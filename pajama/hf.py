@@ -23,15 +23,15 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
-import pajama.checkpoint as ckpt
 from pajama import PajamaError
-from pajama.model import LLaMA
 from pajama.model_config import ModelConfig
 from pajama.tokenizer import AnyTokenizer, load_tokenizer
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# torch, and the modules that import it, are imported by the functions that use them: building
+# the parser of ``pajama export`` / ``pajama import`` (their --help) imports this module. Not even
+# for the annotations (which stay unevaluated): the CLI's signature parser runs ``if TYPE_CHECKING:`` blocks.
+
+DTYPES = ("float32", "bfloat16", "float16")  # torch's names
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 
 # pajama name (inside ``layers.N.``) -> Hugging Face name (inside ``model.layers.N.``)
@@ -60,7 +60,9 @@ META_LAYER_NAMES = {
     "feed_forward.w3.weight": ("mlp.up.weight", 0),
     "feed_forward.w2.weight": ("mlp.down.weight", 1),
 }
-META_TOP_NAMES = {"tok_embeddings.weight": ("tok_embeddings.weight", 1), "norm.weight": ("norm.weight", None), "output.weight": ("lm_head.weight", 0)}
+# The embedding table's dim is read off the shards: Llama 1 and 2 cut it along dim 1 (model
+# width), Llama 3 along dim 0 (vocabulary; VocabParallelEmbedding).
+META_TOP_NAMES = {"tok_embeddings.weight": ("tok_embeddings.weight", "embedding"), "norm.weight": ("norm.weight", None), "output.weight": ("lm_head.weight", 0)}
 
 _LAYER = re.compile(r"layers\.(\d+)\.(.+)")
 
@@ -109,6 +111,8 @@ def export(
             gets a file of its own).
         dtype: dtype of the exported weights: float32, bfloat16 or float16.
     """
+    import pajama.checkpoint as ckpt
+
     torch_dtype = _parse_dtype(dtype)
     limit = parse_size(max_shard_size)
     path = ckpt.resolve(Path(checkpoint))
@@ -190,10 +194,12 @@ def parse_size(text: str | int) -> int:
 
 
 def _parse_dtype(dtype: str) -> torch.dtype:
+    import torch
+
     name = DTYPE_ALIASES.get(str(dtype).lower(), str(dtype).lower())
     if name not in DTYPES:
         raise PajamaError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-    return DTYPES[name]
+    return getattr(torch, name)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -202,6 +208,10 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def _expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter of a pajama model of this shape, in module order (nothing allocated)."""
+    import torch
+
+    from pajama.model import LLaMA
+
     with torch.device("meta"):
         model = LLaMA(config)
     return {name: tuple(p.shape) for name, p in model.named_parameters()}
@@ -259,6 +269,7 @@ def _write_safetensors(directory: Path, plan: list, limit: int) -> int:
     for i, group in enumerate(groups):
         filename = "model.safetensors" if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
         save_file({name: make() for name, make, _ in group}, str(directory / filename), metadata={"format": "pt"})
+        _follow_umask(directory / filename)
         weight_map.update({name: filename for name, _, _ in group})
     if n > 1:
         index = {"metadata": {"total_size": sum(item[2] for item in plan)}, "weight_map": dict(sorted(weight_map.items()))}
@@ -269,6 +280,8 @@ def _write_safetensors(directory: Path, plan: list, limit: int) -> int:
 def _export_tokenizer(path: Path, tokenizer_path: Path | None, meta: dict, config: ModelConfig) -> AnyTokenizer:
     """The tokenizer to ship: the one given, else the copy kept with the checkpoint or its run;
     it must be the one the checkpoint's data was prepared with."""
+    import pajama.checkpoint as ckpt
+
     tokenizer = ckpt.load_tokenizer_of(path, meta, tokenizer_path)
     if tokenizer.vocab_size > config.vocab_size:
         raise PajamaError(f"{tokenizer.path}: {tokenizer.vocab_size} tokens, more than the model's vocabulary of {config.vocab_size}")
@@ -322,7 +335,7 @@ def _write_tokenizer(directory: Path, tokenizer: AnyTokenizer, config: ModelConf
 # -- import -------------------------------------------------------------------------------
 
 
-def import_(source: Path, destination_path: Path, model_name: str | None = None) -> None:
+def import_(source: Path, destination_path: Path, model_name: str | None = None, block_size: int | None = None) -> None:
     """Import a Hugging Face LLaMA directory or Meta's LLaMA release as a pajama checkpoint.
 
     Reads ``config.json`` with safetensors or ``pytorch_model*.bin`` weights (with their
@@ -338,19 +351,34 @@ def import_(source: Path, destination_path: Path, model_name: str | None = None)
         source: Hugging Face model directory, or a directory of Meta's consolidated.*.pth.
         destination_path: checkpoint directory to create (must not exist, or be empty).
         model_name: name recorded in the checkpoint's model config (default: imported).
+        block_size: the context length of the imported model, which sizes the rotary tables and
+            what fine-tuning and evaluation take (default: the family's pre-training context:
+            Llama 3.1 / 3.2's rotary scaling's original_max_position_embeddings, 8192, rather than
+            the 131,072 the scaling extends it to; else max_position_embeddings, or Meta's
+            max_seq_len). At most the context the source declares.
     """
+    import torch
+
+    import pajama.checkpoint as ckpt
+
     source = Path(source).expanduser()
     if not source.is_dir():
         raise PajamaError(f"{source}: not a directory")
     name = model_name or "imported"
+    if block_size is not None and block_size < 1:
+        raise PajamaError(f"--block_size must be >= 1, got {block_size}")
     if (source / "params.json").is_file() and any(source.glob("consolidated.*.pth")):
-        config, weights = _read_meta_release(source, name)
+        config, weights, longest = _read_meta_release(source, name)
         kind = "Meta"
     elif (source / "config.json").is_file():
-        config, weights = _read_hf(source, name)
+        config, weights, longest = _read_hf(source, name)
         kind = "Hugging Face"
     else:
         raise PajamaError(f"{source}: neither a Hugging Face model (config.json) nor Meta's release (params.json and consolidated.*.pth)")
+    if block_size is not None:
+        if longest is not None and block_size > longest:
+            raise PajamaError(f"--block_size {block_size}: {source} declares a context of at most {longest} tokens")
+        config = config.replace(block_size=block_size)
     _check_fits(config, weights, str(source))
     tokenizer = _source_tokenizer(source)
     if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
@@ -374,6 +402,7 @@ def import_(source: Path, destination_path: Path, model_name: str | None = None)
     print(
         f"imported {source} ({kind} layout) into {destination}: {config.num_parameters():,} parameters ({', '.join(dtypes)}), "
         f"{config.n_layer} layers, {config.n_head} heads, d {config.n_embd}, vocab {config.vocab_size}, context {config.block_size}"
+        + (f" (it extends to {longest}: --block_size {longest})" if block_size is None and longest is not None and longest > config.block_size else "")
         + (f"; tokenizer {tokenizer.path.name} ({tokenizer.kind})" if tokenizer else "; no tokenizer.model or tokenizer.json found beside it")
     )
 
@@ -387,7 +416,11 @@ def _source_tokenizer(source: Path) -> AnyTokenizer | None:
     return None
 
 
-def _read_hf(source: Path, name: str) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+def _read_hf(source: Path, name: str) -> tuple[ModelConfig, dict[str, torch.Tensor], int]:
+    """The model config (its context the pre-training one), the weights in pajama's layout,
+    and the longest context the config declares (max_position_embeddings)."""
+    import torch
+
     config_path = source / "config.json"
     cfg = _read_json(config_path)
     if cfg.get("model_type", "llama") != "llama":
@@ -440,12 +473,14 @@ def _read_hf(source: Path, name: str) -> tuple[ModelConfig, dict[str, torch.Tens
         if "tok_embeddings.weight" in weights and not torch.equal(weights["lm_head.weight"], weights["tok_embeddings.weight"]):
             raise PajamaError(f"{config_path}: tie_word_embeddings is true but lm_head.weight differs from the embedding table")
         del weights["lm_head.weight"]
+    longest = int(cfg.get("max_position_embeddings", 2048))
     config = _config_from_weights(
         name, weights, str(source), n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_kv_head=n_kv_head, tie_embeddings=tied,
-        block_size=int(cfg.get("max_position_embeddings", 2048)), norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        # Llama 3.1 / 3.2 declare the 131,072 tokens their rotary scaling reaches; they were pre-trained on 8192.
+        block_size=min(longest, scaling.get("rope_original_context", longest)), norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
         rope_base=float(cfg.get("rope_theta") or rope.get("rope_theta") or 10000.0), **scaling,
     )  # fmt: skip
-    return config, weights
+    return config, weights, longest
 
 
 def _from_hf_name(hf_name: str) -> str | None:
@@ -495,6 +530,8 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _load_torch(path: Path) -> dict[str, torch.Tensor]:
     """A ``torch.save`` file of tensors only: anything else is refused, never unpickled."""
+    import torch
+
     try:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -510,7 +547,11 @@ def _load_torch(path: Path) -> dict[str, torch.Tensor]:
     return data
 
 
-def _read_meta_release(source: Path, name: str) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+def _read_meta_release(source: Path, name: str) -> tuple[ModelConfig, dict[str, torch.Tensor], int | None]:
+    """The model config, the weights in pajama's layout (model-parallel shards joined), and the
+    longest context params.json declares (None: it declares none)."""
+    import torch
+
     params_path = source / "params.json"
     params = _read_json(params_path)
     try:
@@ -534,6 +575,8 @@ def _read_meta_release(source: Path, name: str) -> tuple[ModelConfig, dict[str, 
         if m:
             pajama_name = f"layers.{m.group(1)}.{pajama_name}"
         pieces = [shard[key] for shard in shards]
+        if dim == "embedding":
+            dim = _embedding_shard_dim(pieces, n_embd, shard_paths[0])
         weights[pajama_name] = pieces[0] if dim is None or len(pieces) == 1 else torch.cat(pieces, dim=dim)
     scaling = {}
     if params.get("use_scaled_rope"):
@@ -544,10 +587,23 @@ def _read_meta_release(source: Path, name: str) -> tuple[ModelConfig, dict[str, 
     config = _config_from_weights(
         name, weights, str(source), n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_kv_head=n_kv_head,
         tie_embeddings="lm_head.weight" not in weights,  # Meta's tied releases ship no output.weight
-        block_size=int(params.get("max_seq_len", 2048)), norm_eps=float(params.get("norm_eps", 1e-6)),
+        # Meta's params.json seldom gives max_seq_len; Llama 3 (rotary base 500,000) was pre-trained on 8192 tokens.
+        block_size=int(params.get("max_seq_len") or (8192 if float(params.get("rope_theta", 10000.0)) >= 500000 else 2048)),
+        norm_eps=float(params.get("norm_eps", 1e-6)),
         rope_base=float(params.get("rope_theta", 10000.0)), **scaling,
     )  # fmt: skip
-    return config, weights
+    return config, weights, int(params["max_seq_len"]) if "max_seq_len" in params else None
+
+
+def _embedding_shard_dim(pieces: list[torch.Tensor], n_embd: int, where: Path) -> int:
+    """The dim Meta's model-parallel shards cut the embedding table along: 0 (vocabulary rows,
+    Llama 3) where each holds the full width, 1 (Llama 1 and 2) where their widths add up to it."""
+    widths = [int(p.shape[1]) for p in pieces]
+    if all(w == n_embd for w in widths):
+        return 0
+    if sum(widths) == n_embd:
+        return 1
+    raise PajamaError(f"{where}: tok_embeddings.weight shards of widths {widths} make neither the model width {n_embd} nor one table cut by rows")
 
 
 def _config_from_weights(name: str, weights: dict[str, torch.Tensor], where: str, **shape) -> ModelConfig:
@@ -581,6 +637,14 @@ def _staging(destination: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _follow_umask(path: Path) -> None:
+    """Give ``path`` the mode of a file pajama writes itself (0666 less the umask): safetensors
+    creates its files 0600, which others on a shared filesystem cannot read."""
+    umask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _write_json(path: Path, data: dict) -> None:

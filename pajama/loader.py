@@ -12,20 +12,26 @@ weights, and takes the next block of that subset in a per-epoch pseudo-random pe
 optimizer step consumes the next ``global_batch`` samples; rank ``r`` of ``W`` takes the
 ``r``-th contiguous slice. Its whole state is the step and per-subset counters, so a resumed
 run reads exactly the samples the uninterrupted run would have read.
+
+Each chunk file is checked when a stream first reads from it, before any of its tokens reach
+a training step: its size and header against the manifest (always; a few bytes read), and,
+when asked (``verify_checksums``), the CRC-32 of each block against those prepare recorded.
+:func:`verify_prepared` checks every file of a directory that way up front.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from pajama import PajamaError
-from pajama.chunks import open_chunk, read_header
+from pajama.chunks import CHECKSUM_BLOCK, HEADER_SIZE, damaged_offset, encode_header, open_chunk, read_header
+from pajama.progress import progress_bar
 from pajama.prepare import MANIFEST, SETTINGS
 from pajama.corpora import LLAMA_WEIGHTS, SUBSETS, subset_of_prefix
 
@@ -34,19 +40,74 @@ LLAMA_BOS = 1  # BOS of LLaMA's tokenizer, which lit-llama's data (no manifest) 
 MASK64 = (1 << 64) - 1
 
 
+@dataclass(frozen=True)
+class ChunkSpec:
+    """What a chunk file should be, from the manifest: its dtype and chunk size (None: not
+    recorded, the header alone is checked) and the CRC-32 of each block (None: prepared before
+    checksums were recorded)."""
+
+    dtype: str | None = None
+    chunk_size: int | None = None
+    crc32: tuple[int, ...] | None = None
+    block_bytes: int = CHECKSUM_BLOCK
+
+
+def chunk_spec(manifest: dict, chunk: dict) -> ChunkSpec:
+    """What ``manifest`` says one of its ``chunks`` entries should be."""
+    crc32 = tuple(chunk["crc32"]) if "crc32" in chunk else None
+    return ChunkSpec(manifest.get("dtype"), manifest.get("chunk_size"), crc32, manifest.get("checksums", {}).get("block_bytes", CHECKSUM_BLOCK))
+
+
+def check_chunk(path: Path, spec: ChunkSpec, checksums: bool = False) -> None:
+    """Raise a PajamaError naming ``path`` and where it is damaged unless it is the chunk file
+    prepare wrote: there, of the size and header the manifest says (a few bytes read), and with
+    ``checksums`` every block matching its recorded CRC-32 (the whole file read)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise PajamaError(f"{path}: chunk file missing") from None
+    if spec.dtype is not None and spec.chunk_size is not None:
+        expected = HEADER_SIZE + spec.chunk_size * np.dtype(spec.dtype).itemsize
+        if size < expected:
+            raise PajamaError(f"{path}: truncated at byte {size:,}: {size:,} bytes, expected {expected:,} ({spec.chunk_size:,} {spec.dtype} tokens)")
+        if size > expected:
+            raise PajamaError(f"{path}: {size:,} bytes, expected {expected:,} ({spec.chunk_size:,} {spec.dtype} tokens): longer than prepare wrote it, from byte {expected:,}")
+        try:
+            with open(path, "rb") as f:
+                header = f.read(HEADER_SIZE)
+        except OSError as e:
+            raise PajamaError(f"{path}: cannot read chunk file: {e.strerror}") from None
+        want = encode_header(np.dtype(spec.dtype), spec.chunk_size)
+        if header != want:
+            at = next(i for i, (a, b) in enumerate(zip(header, want)) if a != b)
+            raise PajamaError(f"{path}: damaged at byte {at}: its header is not the one of {spec.chunk_size:,} {spec.dtype} tokens that the manifest says (overwritten after prepare?)")
+    else:  # lit-llama's output, or a manifest without dtype and chunk size: the header must be whole and agree with the file's size
+        read_header(path)
+    if checksums and spec.crc32 is not None:
+        offset = damaged_offset(path, list(spec.crc32), spec.block_bytes)
+        if offset is not None:
+            end = min(offset + spec.block_bytes, size)
+            raise PajamaError(f"{path}: damaged at byte {offset:,}: bytes {offset:,}-{end - 1:,} differ from what prepare wrote (their CRC-32 is not the one recorded in {MANIFEST})")
+
+
 @dataclass
 class Stream:
-    """The real tokens of one subset, across its chunk files."""
+    """The real tokens of one subset, across its chunk files. Each file is checked
+    (:func:`check_chunk`) the first time it is read; ``verify_checksums`` checks its blocks'
+    CRC-32 too."""
 
     name: str
     files: list[Path]
     lengths: np.ndarray  # real tokens per file
     offsets: np.ndarray  # start of each file in the stream (len(files) + 1 entries)
+    specs: list[ChunkSpec] | None = None  # what each file should be (None: header checks alone)
+    verify_checksums: bool = False
+    checked: set[int] = field(default_factory=set)  # files checked so far
 
     @classmethod
-    def of(cls, name: str, files: list[Path], lengths: list[int]) -> "Stream":
+    def of(cls, name: str, files: list[Path], lengths: list[int], specs: list[ChunkSpec] | None = None, verify_checksums: bool = False) -> "Stream":
         lengths_arr = np.asarray(lengths, dtype=np.int64)
-        return cls(name, files, lengths_arr, np.concatenate([[0], np.cumsum(lengths_arr)]))
+        return cls(name, files, lengths_arr, np.concatenate([[0], np.cumsum(lengths_arr)]), specs, verify_checksums)
 
     @property
     def tokens(self) -> int:
@@ -58,6 +119,9 @@ class Stream:
         i = int(np.searchsorted(self.offsets, start, side="right")) - 1
         done = 0
         while done < length:
+            if i not in self.checked:
+                check_chunk(self.files[i], self.specs[i] if self.specs else ChunkSpec(), self.verify_checksums)
+                self.checked.add(i)
             begin = start + done - int(self.offsets[i])
             take = min(length - done, int(self.lengths[i]) - begin)
             out[done : done + take] = _memmap(self.files[i])[begin : begin + take]
@@ -82,44 +146,94 @@ class PreparedData:
     bos_id: int  # where documents start in the packed stream
 
 
-def load_prepared(directory: Path) -> PreparedData:
-    """Read a directory written by ``pajama prepare`` (or lit-llama's prepare, no manifest)."""
-    directory = Path(directory).expanduser().resolve()
+@dataclass
+class _Chunk:
+    subset: str
+    path: Path
+    tokens: int  # real ones
+    spec: ChunkSpec
+
+
+_NOTED: set[Path] = set()  # directories whose lack of checksums was said already (once a process)
+
+
+def _chunks(directory: Path) -> tuple[list[_Chunk], dict | None]:
+    """The chunk files of a prepared directory in training order, and its manifest (None for
+    lit-llama's output, whose whole chunks are used: it has no record of the padding)."""
     if not directory.is_dir():
         raise PajamaError(f"{directory}: data directory not found")
     manifest_path = directory / MANIFEST
     if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        by_subset: dict[str, tuple[list[Path], list[int]]] = {}
-        for chunk in manifest["chunks"]:
-            path = directory / chunk["file"]
-            if not path.exists():
-                raise PajamaError(f"{path}: listed in {manifest_path} but missing")
-            files, lengths = by_subset.setdefault(chunk["subset"], ([], []))
-            files.append(path)
-            lengths.append(chunk["tokens"])
-        streams = {s: Stream.of(s, f, n) for s, (f, n) in sorted(by_subset.items()) if sum(n)}
-        sha, vocab = manifest["tokenizer"]["sha256"], manifest["tokenizer"]["vocab_size"]
-        bos = manifest["tokenizer"].get("bos_id", LLAMA_BOS)
-    elif (directory / SETTINGS).exists():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError as e:
+            raise PajamaError(f"{manifest_path}: not valid JSON ({e})") from None
+        chunks = [_Chunk(c["subset"], directory / c["file"], c["tokens"], chunk_spec(manifest, c)) for c in manifest["chunks"]]
+        unchecked = sum(c.spec.crc32 is None for c in chunks)
+        if unchecked and directory not in _NOTED:
+            _NOTED.add(directory)
+            which = "its chunk files" if unchecked == len(chunks) else f"{unchecked:,} of its {len(chunks):,} chunk files"
+            print(f"note: {directory}: {which} have no checksums (prepared before pajama recorded them): their sizes and headers are checked, not their contents")
+        return chunks, manifest
+    if (directory / SETTINGS).exists():
         raise PajamaError(f"{directory}: prepare has not finished (no {MANIFEST}); rerun the same pajama prepare command to complete it")
-    else:
-        # lit-llama's output: no record of the padding, so whole chunks are used, as lit-llama did.
-        by_subset = {}
-        for path in sorted(directory.glob("*.bin")):
-            subset = subset_of_prefix(path.name)
-            if subset is None:
-                raise PajamaError(f"{path}: cannot tell which subset this chunk file belongs to (names start with one of {', '.join(SUBSETS)} or cc)")
-            _, chunk_size = read_header(path)
-            files, lengths = by_subset.setdefault(subset, ([], []))
-            files.append(path)
-            lengths.append(chunk_size)
-        streams = {s: Stream.of(s, f, n) for s, (f, n) in sorted(by_subset.items())}
-        sha = vocab = None
-        bos = LLAMA_BOS
+    chunks = []
+    for path in sorted(directory.glob("*.bin")):
+        subset = subset_of_prefix(path.name)
+        if subset is None:
+            raise PajamaError(f"{path}: cannot tell which subset this chunk file belongs to (names start with one of {', '.join(SUBSETS)} or cc)")
+        dtype, chunk_size = read_header(path)
+        chunks.append(_Chunk(subset, path, chunk_size, ChunkSpec(str(dtype), chunk_size)))
+    return chunks, None
+
+
+def load_prepared(directory: Path, verify_checksums: bool = False) -> PreparedData:
+    """Read a directory written by ``pajama prepare`` (or lit-llama's prepare, no manifest).
+
+    Each chunk file is checked the first time it is read (see :class:`Stream`): its size and
+    header always, its blocks' checksums too with ``verify_checksums``.
+    """
+    directory = Path(directory).expanduser().resolve()
+    chunks, manifest = _chunks(directory)
+    by_subset: dict[str, list[_Chunk]] = {}
+    for chunk in chunks:
+        if not chunk.path.exists():
+            raise PajamaError(f"{chunk.path}: listed in {directory / MANIFEST} but missing")
+        by_subset.setdefault(chunk.subset, []).append(chunk)
+    streams = {
+        s: Stream.of(s, [c.path for c in cs], [c.tokens for c in cs], [c.spec for c in cs], verify_checksums)
+        for s, cs in sorted(by_subset.items())
+        if sum(c.tokens for c in cs)
+    }  # fmt: skip
     if not streams:
         raise PajamaError(f"{directory}: no prepared chunk files found (run pajama prepare first)")
-    return PreparedData(directory, streams, sha, vocab, bos)
+    if manifest is None:
+        return PreparedData(directory, streams, None, None, LLAMA_BOS)
+    tokenizer = manifest["tokenizer"]
+    return PreparedData(directory, streams, tokenizer["sha256"], tokenizer["vocab_size"], tokenizer.get("bos_id", LLAMA_BOS))
+
+
+def verify_prepared(directory: Path) -> None:
+    """Check every chunk file of a prepared directory against its manifest, reading each whole:
+    size, header, and the CRC-32 of every block (sizes and headers only for files prepared
+    before checksums were recorded, and for lit-llama's output). Raises a PajamaError naming
+    each damaged file and where (the first few of them); prints what was checked."""
+    directory = Path(directory).expanduser().resolve()
+    chunks, _ = _chunks(directory)
+    problems = []
+    bar = progress_bar(total=len(chunks), desc="verifying chunk files", unit="file", disable=len(chunks) < 100)
+    for chunk in chunks:
+        try:
+            check_chunk(chunk.path, chunk.spec, checksums=True)
+        except PajamaError as e:
+            problems.append(str(e))
+        bar.update(1)
+    bar.close()
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise PajamaError(f"{directory}: {len(problems)} of {len(chunks)} chunk files damaged: " + "; ".join(problems[:3]) + more)
+    checked = sum(c.spec.crc32 is not None for c in chunks)
+    print(f"verified {len(chunks):,} chunk files in {directory}: sizes and headers" + (f", checksums of {checked:,}" if checked else ""), flush=True)
 
 
 def mixture(subsets: list[str], weights: dict[str, float] | None = None, tokens: list[int] | None = None) -> np.ndarray:
@@ -139,15 +253,16 @@ def mixture(subsets: list[str], weights: dict[str, float] | None = None, tokens:
     return p / p.sum()
 
 
-def load_training_data(spec: Path | str | dict[str, float]) -> tuple[PreparedData, dict[str, float] | None]:
+def load_training_data(spec: Path | str | dict[str, float], verify_checksums: bool = False) -> tuple[PreparedData, dict[str, float] | None]:
     """``--train_data_dir``: one prepared directory, or several with sampling weights
     (``{dir: weight, ...}``), read as one: streams named ``<directory name>/<subset>``, and
     the directories' weights (normalised) under those names; None for one directory.
 
-    The directories must have been prepared with the same tokenizer.
+    The directories must have been prepared with the same tokenizer. ``verify_checksums``: see
+    :func:`load_prepared`.
     """
     if not isinstance(spec, dict):
-        return load_prepared(spec), None
+        return load_prepared(spec, verify_checksums), None
     if not spec:
         raise PajamaError("--train_data_dir: no directory given")
     parts = {Path(d).expanduser().resolve(): float(w) for d, w in spec.items()}
@@ -156,7 +271,7 @@ def load_training_data(spec: Path | str | dict[str, float]) -> tuple[PreparedDat
     labels = [d.name for d in parts]
     if len(set(labels)) != len(labels):
         raise PajamaError(f"--train_data_dir: directory names must differ (they name the data in metrics): {', '.join(labels)}")
-    datas = [load_prepared(d) for d in parts]
+    datas = [load_prepared(d, verify_checksums) for d in parts]
     first = datas[0]
     for data in datas[1:]:
         if (data.tokenizer_sha256, data.bos_id) != (first.tokenizer_sha256, first.bos_id):
@@ -176,11 +291,17 @@ def stream_weights(streams: dict[str, int], subset_weights: dict[str, float] | N
     if directory_weights is None:
         return dict(zip(names, map(float, mixture(names, subset_weights, [streams[n] for n in names]))))
     out = {}
+    present = {n.split("/", 1)[1] for n in names}
+    if subset_weights is not None:  # names are checked against every directory's subsets together
+        mixture(sorted(present), subset_weights)
     for label, share in directory_weights.items():
         mine = [n for n in names if n.split("/", 1)[0] == label]
         if not mine:
             continue  # held out only: no stream of this directory in this split
-        within = mixture([n.split("/", 1)[1] for n in mine], subset_weights, [streams[n] for n in mine])
+        subsets = [n.split("/", 1)[1] for n in mine]
+        # The weights apply to the subsets each directory has; one whose subsets they do not name keeps the default.
+        weights = {s: w for s, w in (subset_weights or {}).items() if s in subsets} or None
+        within = mixture(subsets, weights, [streams[n] for n in mine])
         out.update({n: share * float(p) for n, p in zip(mine, within)})
     total = sum(out.values())
     return {n: p / total for n, p in sorted(out.items())}
@@ -238,20 +359,27 @@ def split_blocks(data: PreparedData, block: int, val_fraction: float, holdout: b
 
 
 class MixtureSampler:
-    """The endless, deterministic global sequence of training samples (see module docstring)."""
+    """The endless, deterministic global sequence of training samples (see module docstring).
 
-    def __init__(self, splits: dict[str, Split], probabilities: dict[str, float], block: int, seed: int) -> None:
+    A run whose data changes on purpose (data stages) has one sampler per stage, each starting
+    at its first sample: stage ``stage``'s order follows from ``(seed, stage)``; stage 0's is the
+    one of a run without stages."""
+
+    def __init__(self, splits: dict[str, Split], probabilities: dict[str, float], block: int, seed: int, stage: int = 0) -> None:
         self.names = sorted(splits)
         self.splits = [splits[n] for n in self.names]
         self.cumulative = np.cumsum([probabilities[n] for n in self.names])
-        self.block, self.seed = block, seed
+        self.block, self.stage = block, stage
+        self.seed = seed if stage == 0 else _mix(_mix(seed) ^ stage)  # every stage its own order
         self.counts = [0] * len(self.names)  # samples drawn per subset so far
         self.next_sample = 0  # global index of the next sample
 
     def state_dict(self) -> dict:
-        return {"next_sample": self.next_sample, "counts": dict(zip(self.names, self.counts))}
+        return {"next_sample": self.next_sample, "counts": dict(zip(self.names, self.counts)), "stage": self.stage}
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("stage", 0) != self.stage:
+            raise PajamaError(f"the checkpoint's data position is in data stage {state.get('stage', 0)}, this sampler is of stage {self.stage}")
         if sorted(state["counts"]) != self.names:
             raise PajamaError(f"the checkpoint's data has subsets {sorted(state['counts'])}, this data has {self.names}")
         self.next_sample = state["next_sample"]

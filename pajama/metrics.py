@@ -1,4 +1,4 @@
-"""Training metrics: ``metrics.csv`` (always), TensorBoard or W&B (optional), console lines,
+"""Training metrics: ``metrics.csv`` (always), TensorBoard and W&B (optional), console lines,
 and the hardware numbers that MFU and memory reports need."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import hashlib
 import os
 import resource
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -22,6 +22,36 @@ COLUMNS = [
     "step", "tokens", "loss", "val_loss", "val_ppl", "lr", "grad_norm", "tokens_per_sec",
     "tokens_per_sec_per_device", "mfu", "step_time", "data_wait", "peak_memory_gb", "skipped", "loss_scale",
 ]  # fmt: skip
+
+
+LOGGERS = ("csv", "tensorboard", "wandb")
+
+
+def parse_loggers(logger: str | Sequence[str]) -> list[str]:
+    """The loggers ``--logger`` names, comma-separated or as a list; csv is always among them."""
+    names = [n.strip() for item in ([logger] if isinstance(logger, str) else logger) for n in str(item).split(",") if n.strip()]
+    unknown = [n for n in names if n not in LOGGERS]
+    if unknown:
+        raise PajamaError(f"--logger: unknown {', '.join(map(repr, unknown))}; choose among {', '.join(LOGGERS)}, several comma-separated (csv is always written)")
+    return list(dict.fromkeys(["csv", *names]))
+
+
+def wandb_init_args(out_dir: Path, project: str | None, run_name: str | None, environ: Mapping[str, str] = os.environ) -> dict:
+    """The arguments of ``wandb.init``: a flag given wins over W&B's environment variables
+    (WANDB_PROJECT, WANDB_NAME, WANDB_ENTITY, WANDB_MODE, WANDB_DIR, WANDB_RUN_ID, WANDB_RESUME),
+    which win over pajama's defaults: project pajama, the run named after out_dir, its files in
+    out_dir, and one W&B run per out_dir (its resolved path, so out/a/run and out/b/run differ),
+    continued on resume."""
+    out_dir = Path(out_dir)
+    return {
+        "project": project or environ.get("WANDB_PROJECT") or "pajama",
+        "name": run_name or environ.get("WANDB_NAME") or out_dir.name,
+        "entity": environ.get("WANDB_ENTITY") or None,
+        "mode": environ.get("WANDB_MODE") or None,
+        "dir": environ.get("WANDB_DIR") or str(out_dir),
+        "id": environ.get("WANDB_RUN_ID") or hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:16],
+        "resume": environ.get("WANDB_RESUME") or "allow",
+    }
 
 
 def task_parts(m: dict[str, float]) -> list[str]:
@@ -52,12 +82,16 @@ def peak_memory_gb(device: torch.device) -> float:
 
 class MetricsLog:
     """One CSV row per logged optimizer step, continued across resumes (rows past the resumed
-    step, from a run that died after its last checkpoint, are dropped)."""
+    step, from a run that died after its last checkpoint, are dropped); the same numbers go to
+    TensorBoard and W&B where ``logger`` names them."""
 
-    def __init__(self, out_dir: Path, val_subsets: list[str], logger: str, resume_step: int, enabled: bool, extra_columns: Sequence[str] = ()) -> None:
+    def __init__(
+        self, out_dir: Path, val_subsets: list[str], logger: str | Sequence[str], resume_step: int, enabled: bool, extra_columns: Sequence[str] = (),
+        wandb_project: str | None = None, run_name: str | None = None,
+    ) -> None:  # fmt: skip
         self.enabled = enabled
         self.columns = COLUMNS + [f"val_loss/{s}" for s in val_subsets] + list(extra_columns)
-        self.extra = None
+        self.extras = []  # TensorBoard's SummaryWriter, W&B's run
         if not enabled:
             return
         self.path = Path(out_dir) / "metrics.csv"
@@ -75,32 +109,31 @@ class MetricsLog:
         self.file.flush()
         os.fsync(self.file.fileno())
         os.replace(tmp, self.path)
-        if logger == "tensorboard":
+        loggers = parse_loggers(logger)
+        if "tensorboard" in loggers:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 raise PajamaError("--logger tensorboard needs the tensorboard package: pip install 'pajama[tensorboard]'") from None
-            self.extra = SummaryWriter(str(Path(out_dir) / "tensorboard"))
-        elif logger == "wandb":
+            self.extras.append(SummaryWriter(str(Path(out_dir) / "tensorboard")))
+        if "wandb" in loggers:
             try:
                 import wandb
             except ImportError:
                 raise PajamaError("--logger wandb needs the wandb package: pip install 'pajama[wandb]'") from None
-            # One W&B run per out_dir (its resolved path, so out/a/run and out/b/run differ), continued on resume.
-            run_id = hashlib.sha256(str(Path(out_dir).resolve()).encode()).hexdigest()[:16]
-            self.extra = wandb.init(project="pajama", dir=str(out_dir), resume="allow", id=run_id, name=Path(out_dir).name)
+            self.extras.append(wandb.init(**wandb_init_args(out_dir, wandb_project, run_name)))
 
     def write(self, step: int, tokens: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
         self.writer.writerow({"step": step, "tokens": tokens, **metrics})
         self.file.flush()
-        if self.extra is not None:
-            if hasattr(self.extra, "add_scalar"):
+        for extra in self.extras:
+            if hasattr(extra, "add_scalar"):
                 for k, v in metrics.items():
-                    self.extra.add_scalar(k, v, step)
+                    extra.add_scalar(k, v, step)
             else:
-                self.extra.log({"tokens": tokens, **metrics}, step=step)
+                extra.log({"tokens": tokens, **metrics}, step=step)
 
     def console_line(self, step: int, tokens: int, m: dict[str, float]) -> str:
         parts = [f"step {step}", f"tokens {tokens:,}", f"loss {m['loss']:.4f}"]
@@ -118,5 +151,5 @@ class MetricsLog:
     def close(self) -> None:
         if self.enabled:
             self.file.close()
-            if self.extra is not None:
-                (self.extra.close if hasattr(self.extra, "close") else self.extra.finish)()
+            for extra in self.extras:
+                (extra.close if hasattr(extra, "close") else extra.finish)()

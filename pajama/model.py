@@ -16,9 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributed.tensor import DTensor
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts, noop_context_fn
 
 from pajama import PajamaError
+from pajama.loss import linear_cross_entropy
 from pajama.model_config import ModelConfig
 
 
@@ -72,12 +73,28 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 _SDPA_GQA = torch.__version__ >= "2.5"
 
 
+def shares_kv_heads(device_type: str, dtype: torch.dtype, masked: bool, flash_capable: bool = True) -> bool:
+    """Whether attention hands scaled_dot_product_attention the key/value heads as they are
+    (``enable_gqa``) rather than expanded to the query heads: only where a fused kernel then
+    takes the call, since SDPA falls back to its math kernel otherwise (B x H x T x S scores in
+    memory). On CUDA the flash kernel alone takes shared heads, and neither an explicit mask,
+    nor fp32, nor GPUs before compute capability 8.0 (``flash_capable``); the memory-efficient
+    kernel takes those, but not shared heads. On CPU the flash kernel takes them all."""
+    if not _SDPA_GQA:
+        return False
+    if device_type == "cuda":
+        return flash_capable and not masked and dtype in (torch.float16, torch.bfloat16)
+    return True
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = True) -> torch.Tensor:
     """Attention of q (B, H, T, hs) over k, v (B, KV, S, hs), H a multiple of KV: where the
     boolean ``mask`` (broadcast to B, H, T, S) holds; without one, causal or over everything."""
     extra = {}
     if k.size(1) != q.size(1):
-        if _SDPA_GQA:
+        # get_device_properties: cached by torch, and a constant under torch.compile.
+        flash_capable = q.device.type != "cuda" or torch.cuda.get_device_properties(q.device).major >= 8
+        if shares_kv_heads(q.device.type, q.dtype, mask is not None, flash_capable):
             extra["enable_gqa"] = True
         else:
             k, v = (t.repeat_interleave(q.size(1) // t.size(1), dim=1) for t in (k, v))
@@ -110,7 +127,7 @@ class Attention(nn.Module):
             k, v = kv_cache.update(k, v)
             if T == 1:
                 causal = False  # the one new token sees everything before it
-            elif mask is None:  # a prompt after an earlier prefix: causal within the new tokens, full over the prefix
+            elif mask is None and k.size(2) > T:  # a prompt after an earlier prefix: causal within the new tokens, full over the prefix
                 mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(k.size(2) - T)
         y = attention(q, k, v, mask, causal)
         return self.wo(y.transpose(1, 2).reshape(B, T, C))
@@ -144,19 +161,58 @@ class Block(nn.Module):
 
 class KVCache:
     """Keys and values of the tokens seen so far, for incremental decoding (only the n_kv_head
-    key/value heads: grouped-query attention's saving in memory is the point of it)."""
+    key/value heads: grouped-query attention's saving in memory is the point of it).
 
-    def __init__(self, batch: int, config: ModelConfig, device: torch.device, dtype: torch.dtype) -> None:
-        shape = (batch, config.n_kv_head, config.block_size, config.head_size)
+    ``capacity``: the most tokens it will hold, prompt and generated ones (default, and at most:
+    the model's context). Size it to the request: a Llama 3.2 1B cache for 131,072 tokens (the
+    context its rotary scaling reaches) takes 8.6 GB in fp32, one for a 200-token sample 13 MB."""
+
+    def __init__(self, batch: int, config: ModelConfig, device: torch.device, dtype: torch.dtype, capacity: int | None = None) -> None:
+        self.capacity = config.block_size if capacity is None else min(capacity, config.block_size)
+        if self.capacity < 1:
+            raise PajamaError(f"a KV cache must hold at least one token, asked for {capacity}")
+        shape = (batch, config.n_kv_head, self.capacity, config.head_size)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.length + k.size(2)
+        if end > self.capacity:
+            raise PajamaError(f"the KV cache holds {self.capacity} tokens; {end} were given")
         self.k[:, :, self.length : end] = k
         self.v[:, :, self.length : end] = v
         return self.k[:, :, :end], self.v[:, :, :end]
+
+
+# What a block keeps for backward (``LLaMA.activation_checkpointing``): everything (none), only its
+# input, recomputing the rest in the backward pass (full), or torchtitan's per-operator policy
+# (selective): the attention's outputs and every second matrix product are kept, the other
+# products and the cheap element-wise work between them (norms, rotary, SwiGLU's gate, casts)
+# recomputed. Keeping every product would hold the MLP's H-wide outputs too: more memory than
+# the recompute it saves is worth.
+RECOMPUTE = ("none", "selective", "full")  # from the least recompute to the most
+_aten = torch.ops.aten
+_KEPT_BY_SELECTIVE = {
+    _aten.mm.default,
+    _aten._scaled_dot_product_flash_attention.default, _aten._scaled_dot_product_efficient_attention.default,
+    _aten._scaled_dot_product_cudnn_attention.default, _aten._scaled_dot_product_flash_attention_for_cpu.default,
+}  # fmt: skip
+
+
+def _selective_contexts():
+    """A block's checkpoint contexts under the selective policy; each call counts its own
+    matrix products (the forward and the recompute each in order), so the same ones are kept."""
+    counts = {False: 0, True: 0}
+
+    def policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+        if op is _aten.mm.default:
+            counts[ctx.is_recompute] += 1
+            if counts[ctx.is_recompute] % 2 == 0:
+                return CheckpointPolicy.PREFER_RECOMPUTE
+        return CheckpointPolicy.MUST_SAVE if op in _KEPT_BY_SELECTIVE else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
 
 
 class LLaMA(nn.Module):
@@ -169,17 +225,31 @@ class LLaMA(nn.Module):
         # Tied: no second matrix; the forward uses the embedding table, so there is one parameter
         # to shard, initialise, checkpoint and export, and nothing can untie it.
         self.lm_head = None if config.tie_embeddings else nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.activation_checkpointing = False  # recompute each block in backward (saves memory)
+        self.activation_checkpointing = "none"  # one of RECOMPUTE: what each block recomputes in backward
         # Not persistent: derived from the config, so checkpoints hold weights only.
         cos, sin = rope_cache(config)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, idx: torch.Tensor, kv_caches: list[KVCache] | None = None, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        kv_caches: list[KVCache] | None = None,
+        doc_ids: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+        reduction: str = "mean",
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids ``idx`` (B, T).
 
         ``doc_ids`` (B, T), non-decreasing along T, restricts attention to earlier tokens of the
-        same document (packed sequences; see :func:`document_ids`)."""
+        same document (packed sequences; see :func:`document_ids`).
+
+        With ``targets`` (B, T) (``pajama.loss.IGNORE_INDEX`` where not scored), the fp32
+        cross-entropy instead, by ``reduction``: ``mean``, ``sum`` or ``none`` ((B, T), each
+        token's), computed chunk by chunk without the logits (:func:`pajama.loss.linear_cross_entropy`).
+        With ``positions`` (B, K), the logits at those positions only (B, K, vocab). Both happen
+        here, in forward, so that under FSDP the output weight is gathered for them."""
         T = idx.size(1)
         start = kv_caches[0].length if kv_caches else 0
         if start + T > self.config.block_size:
@@ -188,15 +258,21 @@ class LLaMA(nn.Module):
         mask = document_mask(doc_ids) if doc_ids is not None else None
         x = self.tok_embeddings(idx)
         for i, block in enumerate(self.layers):
-            if self.activation_checkpointing and self.training:
-                x = checkpoint(block, x, cos, sin, None, mask, use_reentrant=False)
+            if self.activation_checkpointing != "none" and self.training:
+                context = _selective_contexts if self.activation_checkpointing == "selective" else noop_context_fn
+                x = checkpoint(block, x, cos, sin, None, mask, use_reentrant=False, context_fn=context)
             else:
                 x = block(x, cos, sin, kv_caches[i] if kv_caches else None, mask)
         if kv_caches:
             for cache in kv_caches:
                 cache.length += T
         x = self.norm(x)
-        return self.lm_head(x) if self.lm_head is not None else F.linear(x, self.tok_embeddings.weight)
+        weight = self.lm_head.weight if self.lm_head is not None else self.tok_embeddings.weight
+        if targets is not None:
+            return linear_cross_entropy(x, weight, targets, reduction=reduction)
+        if positions is not None:
+            x = x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.size(-1)))
+        return F.linear(x, weight)
 
     @torch.no_grad()
     def init_weights(self, seed: int = 0) -> None:

@@ -6,6 +6,7 @@ Kept apart from :mod:`pajama.model` so that commands that only reason about shap
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import asdict, dataclass
 
@@ -116,8 +117,25 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+# litgpt's names for the same shapes (and their chat / instruct variants), so that its configs and
+# habits carry over. Llama 3.1 8B is Llama 3 8B's shape; its rotary scaling, which stretches the
+# context past 8192 tokens, is not part of llama3-8b.
+ALIASES: dict[str, str] = {
+    **dict.fromkeys(["tiny-llama-1.1b", "tiny-llama-1.1b-chat", "TinyLlama-1.1B-intermediate-step-1431k-3T", "TinyLlama-1.1B-Chat-v1.0"], "tinyllama-1.1b"),
+    **dict.fromkeys(["Llama-2-7b-hf", "Llama-2-7b-chat-hf"], "llama2-7b"),
+    **dict.fromkeys(["Llama-3.2-1B", "Llama-3.2-1B-Instruct"], "llama3.2-1b"),
+    **dict.fromkeys(["Llama-3.2-3B", "Llama-3.2-3B-Instruct"], "llama3.2-3b"),
+    **dict.fromkeys(["Meta-Llama-3-8B", "Meta-Llama-3-8B-Instruct", "Llama-3.1-8B", "Llama-3.1-8B-Instruct", "Meta-Llama-3.1-8B", "Meta-Llama-3.1-8B-Instruct"], "llama3-8b"),
+}
+
+
 def preset(name: str) -> ModelConfig:
-    """The preset called ``name``; a clear error lists the known ones."""
-    if name not in PRESETS:
-        raise PajamaError(f"unknown model {name!r}; known models: {', '.join(PRESETS)}")
-    return PRESETS[name]
+    """The preset called ``name``, or one of litgpt's names for it (case-insensitive); a clear
+    error suggests the closest name and lists the known ones."""
+    spelled = {n.lower(): n for n in [*PRESETS, *ALIASES]}  # lower case -> as written
+    found = spelled.get(str(name).lower())
+    if found is None:
+        close = difflib.get_close_matches(str(name).lower(), spelled, n=1)
+        hint = f"did you mean {spelled[close[0]]}? " if close else ""
+        raise PajamaError(f"unknown model {name!r}; {hint}known models: {', '.join(PRESETS)} (and litgpt's names for them: pajama model)")
+    return PRESETS[ALIASES.get(found, found)]

@@ -61,18 +61,28 @@ def choose_precision(requested: str | None, device_type: str, model: ModelConfig
     if requested is not None and requested not in PRECISIONS:
         raise PajamaError(f"--precision must be {', '.join(PRECISIONS)}, got {requested!r}")
     if device_type == "cuda":
-        if requested is not None:
-            if requested.startswith("bf16") and not torch.cuda.is_bf16_supported():
-                raise PajamaError(f"--precision {requested}: {torch.cuda.get_device_name()} has no bf16; use 16-mixed (or 32-true)")
-            return PrecisionChoice(requested, f"precision {requested} (--precision)")
-        if torch.cuda.is_bf16_supported():
-            return PrecisionChoice("bf16-mixed", f"precision bf16-mixed: {torch.cuda.get_device_name()} has bf16")
-        return PrecisionChoice("16-mixed", f"precision 16-mixed (fp16 with loss scaling): {torch.cuda.get_device_name()} has no bf16")
+        return cuda_choice(requested, torch.cuda.get_device_name(), torch.cuda.get_device_capability(), bool(torch.version.hip))
     if device_type != "cpu":
         chosen = requested or "bf16-mixed"
         return PrecisionChoice(chosen, f"precision {chosen}" + (" (--precision)" if requested else f" on {device_type}"))
     rates = probe_cpu(model, tokens, backward)
     return cpu_choice(requested, rates, cpu_info().describe() + (f", {emulated_isa()}" if emulated_isa() else ""))
+
+
+def cuda_choice(requested: str | None, name: str, capability: tuple[int, int], hip: bool) -> PrecisionChoice:
+    """The CUDA decision from the GPU's compute ``capability``: bf16 only where its tensor cores
+    have it (8.0, Ampere, and newer; every ROCm GPU PyTorch runs on). Not from
+    ``torch.cuda.is_bf16_supported()``, which by default also counts bf16 that PyTorch emulates
+    (V100, T4, RTX 20xx: far slower than fp16 there)."""
+    native = hip or capability >= (8, 0)
+    has = f"{name} (compute capability {capability[0]}.{capability[1]})"
+    if requested is not None:
+        if requested.startswith("bf16") and not native:
+            raise PajamaError(f"--precision {requested}: {has} has no bf16 in hardware (it needs 8.0, Ampere, or newer; PyTorch would emulate it, far slower); use 16-mixed (or 32-true)")
+        return PrecisionChoice(requested, f"precision {requested} (--precision)")
+    if native:
+        return PrecisionChoice("bf16-mixed", f"precision bf16-mixed: {has} has bf16")
+    return PrecisionChoice("16-mixed", f"precision 16-mixed (fp16 with loss scaling): {has} has no bf16 in hardware")
 
 
 def compute_dtype(precision: str) -> torch.dtype:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from pajama import PajamaError, usable_cpus
-from pajama.chunks import ChunkWriter, chunk_name, dtype_for_vocab, write_atomic
+from pajama.chunks import CHECKSUM, CHECKSUM_BLOCK, ChunkWriter, chunk_name, dtype_for_vocab, write_atomic
 from pajama.progress import progress_bar
 from pajama.corpora import SET_NAMES, BadLines, SourceFile, UnreadableInput, find_source_files, open_documents, short_name
 from pajama.tokenizer import BATCH_CHARS, COPY_NAMES, AnyTokenizer, load_tokenizer
@@ -132,6 +132,7 @@ def prepare_unit(
     tokenizer: AnyTokenizer,
     report: Callable[[int, int], None] | None = None,
     threads: Callable[[], int] = lambda: 1,
+    count_removed_tokens: bool = False,
 ) -> dict:
     """Tokenize one unit into its chunk files, then write its record; returns the record.
 
@@ -140,15 +141,16 @@ def prepare_unit(
     ``excluded``. A file that cannot be read to its end keeps every document before the
     damage; the record names the error (with ``strict`` it raises instead, as does the first
     bad line). ``report(bytes, tokens)`` is called as the work advances; ``threads()`` says
-    how many threads may encode the next batch.
+    how many threads may encode the next batch. Documents that filters remove are reported in
+    characters, and with ``count_removed_tokens`` in tokens too (which tokenizes them).
     """
     dtype = dtype_for_vocab(tokenizer.vocab_size)
     source = unit.source
     bad = BadLines()
     reader = open_documents(source, unit.start, unit.end, strict=strict, bad=bad)
     filtering = getattr(reader, "report", None) if getattr(source, "filtered", False) else None  # RedPajama-Data-V2's filters
-    if filtering is not None:
-        reader.count_tokens = lambda batch: _token_counts(tokenizer, dtype, batch, threads())
+    if filtering is not None and count_removed_tokens:
+        reader.count_removed_tokens(lambda batch: _token_counts(tokenizer, dtype, batch, threads()))
     writers: dict[str, ChunkWriter] = {}
     texts: dict[str | None, list[str]] = {}  # by the documents' own subset (None: the file's)
     chars: dict[str | None, int] = {}
@@ -209,16 +211,18 @@ def prepare_unit(
         "tokens": sum(c[1] for c in counts.values()),
         "bad_lines": bad.count,
         "bad_examples": bad.examples,
+        "empty": reader.empty,
         "error": error,
     }
     if filtering is not None:
         record["filtering"] = filtering.as_record()
+    crc32 = {name: crcs for writer in writers.values() for name, crcs in writer.checksums.items()}
     if source.routed:
-        record["chunks"] = [{"file": name, "subset": subset, "tokens": n} for subset, chunks in files.items() for name, n in chunks]
+        record["chunks"] = [{"file": name, "subset": subset, "tokens": n, "crc32": crc32[name]} for subset, chunks in files.items() for name, n in chunks]
         record["subsets"] = {subset: {"documents": c[0], "tokens": c[1]} for subset, c in sorted(counts.items())}
         record["excluded"] = dict(sorted(reader.excluded.items()))
     else:
-        record["chunks"] = [{"file": name, "tokens": n} for name, n in files.get(source.subset, [])]
+        record["chunks"] = [{"file": name, "tokens": n, "crc32": crc32[name]} for name, n in files.get(source.subset, [])]
     write_atomic(destination / UNITS / f"{unit.name}.json", json.dumps(record, indent=1).encode())
     return record
 
@@ -263,7 +267,7 @@ def _free_cores(idle, workers: int) -> int:
     return workers // (workers - idle.value)
 
 
-def _helper(tokenizer: AnyTokenizer, destination: Path, chunk_size: int, strict: bool, tasks, results, idle, workers: int) -> None:
+def _helper(tokenizer: AnyTokenizer, destination: Path, chunk_size: int, strict: bool, count_removed_tokens: bool, tasks, results, idle, workers: int) -> None:
     """A helper process: prepare units from ``tasks`` until ``None``, reporting to ``results``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what an interrupt does
     _exit_with_parent()
@@ -272,7 +276,7 @@ def _helper(tokenizer: AnyTokenizer, destination: Path, chunk_size: int, strict:
         while (unit := tasks.get()) is not None:
             unit_name = unit.name
             results.put(("start", os.getpid(), unit_name))
-            prepare_unit(unit, destination, chunk_size, strict, tokenizer, lambda b, t: results.put(("progress", b, t)), lambda: _free_cores(idle, workers))
+            prepare_unit(unit, destination, chunk_size, strict, tokenizer, lambda b, t: results.put(("progress", b, t)), lambda: _free_cores(idle, workers), count_removed_tokens)
             results.put(("done", os.getpid(), unit_name))
         with idle.get_lock():
             idle.value += 1
@@ -297,7 +301,7 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _run_units(todo: list[Unit], destination: Path, tokenizer: AnyTokenizer, chunk_size: int, strict: bool, workers: int) -> None:
+def _run_units(todo: list[Unit], destination: Path, tokenizer: AnyTokenizer, chunk_size: int, strict: bool, workers: int, count_removed_tokens: bool = False) -> None:
     """Run the units with a progress bar; largest first, so the tail of the job stays parallel.
 
     This process prepares units itself, next to ``workers - 1`` helper processes that take
@@ -314,7 +318,7 @@ def _run_units(todo: list[Unit], destination: Path, tokenizer: AnyTokenizer, chu
     for unit in todo + [None] * workers:  # sent by a thread of the queue: this process goes on
         tasks.put(unit)
     idle = ctx.Value("i", 0)  # processes with no unit left
-    helpers = [ctx.Process(target=_helper, args=(tokenizer, destination, chunk_size, strict, tasks, results, idle, workers), daemon=True) for _ in range(workers - 1)]
+    helpers = [ctx.Process(target=_helper, args=(tokenizer, destination, chunk_size, strict, count_removed_tokens, tasks, results, idle, workers), daemon=True) for _ in range(workers - 1)]
     running: dict[int, str] = {}  # helper pid -> its unit
 
     def advance(nbytes: int, ntokens: int, units: int = 0) -> None:
@@ -366,7 +370,7 @@ def _run_units(todo: list[Unit], destination: Path, tokenizer: AnyTokenizer, chu
         for p in helpers:
             p.start()
         while (unit := next_unit()) is not None:
-            prepare_unit(unit, destination, chunk_size, strict, tokenizer, report, lambda: _free_cores(idle, workers))
+            prepare_unit(unit, destination, chunk_size, strict, tokenizer, report, lambda: _free_cores(idle, workers), count_removed_tokens)
             advance(0, 0, units=1)
         with idle.get_lock():
             idle.value += 1
@@ -408,6 +412,7 @@ def prepare(
     num_workers: int | None = None,
     num_nodes: int | None = None,
     node_rank: int | None = None,
+    array_share: bool = False,
     unit_mb: float = DEFAULT_UNIT_MB,
     strict: bool = False,
     overwrite: bool = False,
@@ -421,6 +426,7 @@ def prepare(
     filters: list[str] | str | None = None,
     filter_rules: Path | None = None,
     dedup: bool = False,
+    count_removed_tokens: bool = False,
 ) -> None:
     """Tokenize a corpus directory (RedPajama 1T or V2, SlimPajama, Parquet) into packed chunk files (lit-llama's format) plus a manifest.
 
@@ -441,10 +447,13 @@ def prepare(
         subsets: only these subsets (default: every subset present; an absent one is skipped).
             In SlimPajama, whose files mix subsets, the documents of the others are skipped and counted.
         num_workers: worker processes (default: every core this process may use).
-        num_nodes: machines sharing the job (default: the SLURM job array's task count, or the
-            tasks of an srun step, else 1). Every node runs the same command over a shared
-            destination; the last to finish writes the manifest.
+        num_nodes: machines sharing the job (default: the tasks of an srun step; with
+            --array_share, the SLURM job array's task count; else 1). Every node runs the same
+            command over a shared destination; the last to finish writes the manifest.
         node_rank: this node's rank in [0, num_nodes) (default: from SLURM, else 0).
+        array_share: share the corpus among the tasks of the SLURM job array this runs in (each
+            prepares its share, from SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT). Off by
+            default, so that an array whose tasks prepare different corpora prepares each whole.
         unit_mb: plain files larger than this many MB are split into units of about this size,
             Parquet files into runs of row groups of about as many compressed MB (the unit of
             parallel work and of resumption; fixed for a destination).
@@ -469,11 +478,15 @@ def prepare(
         partitions: RedPajama-Data-V2: the perplexity partitions, of head,middle,tail
             (default: head,middle; tail has no quality signals or duplicate lists).
         filters: RedPajama-Data-V2: built-in quality-signal filters, comma-separated: gopher
-            (the dataset card's Gopher rules), c4 (C4's page rules), refinedweb (RefinedWeb's).
+            (Gopher's paper's rules, as far as the signals carry them), gopher_card (the dataset
+            card's Gopher example), c4 (C4's page rules), refinedweb (RefinedWeb's).
         filter_rules: RedPajama-Data-V2: a YAML file of more rules, each {signal, op (< <= > >=
-            == !=), threshold, aggregate (first, sum, mean), on_null (keep, reject), name}.
+            == !=), threshold, aggregate (first, sum, mean), divide_by (a document-level signal
+            the value is divided by), on_null (keep, reject), name}.
         dedup: RedPajama-Data-V2: drop the documents its duplicates/ lists name (exact
             duplicates; a missing list is noted and its file kept whole).
+        count_removed_tokens: RedPajama-Data-V2 with filters: report what they removed in tokens
+            as well as in documents and characters (tokenizing every removed document: slower).
     """
     started = time.time()
     destination = Path(destination_path).expanduser().resolve()
@@ -484,7 +497,7 @@ def prepare(
         raise PajamaError(f"--unit_mb must be positive, got {unit_mb}")
     if num_workers is not None and num_workers < 1:
         raise PajamaError(f"--num_workers must be at least 1, got {num_workers}")
-    num_nodes, node_rank = _node_share(num_nodes, node_rank)
+    num_nodes, node_rank = _node_share(num_nodes, node_rank, array_share)
     if overwrite and num_nodes > 1:
         raise PajamaError(f"--overwrite with {num_nodes} nodes would let one node delete another's output: delete {destination} first, or run --overwrite on one node")
     from pajama.corpora.quality import builtin_rules, check_unique, load_rules, split_names
@@ -526,7 +539,7 @@ def prepare(
     )
     if todo:
         (destination / MANIFEST).unlink(missing_ok=True)  # stale until every unit is done again
-        _run_units(todo, destination, tokenizer, chunk_size, strict, workers)
+        _run_units(todo, destination, tokenizer, chunk_size, strict, workers, count_removed_tokens)
     records = load_records(destination)
     planned = {u.name for u in units}
     stray = sorted(set(records) - planned)
@@ -548,11 +561,14 @@ def prepare(
         raise PajamaError(f"{len(errors)} file(s) could not be read to the end; every document before the damage was kept: {errors[0]}{more}")
 
 
-def _node_share(num_nodes: int | None, node_rank: int | None) -> tuple[int, int]:
-    """(num_nodes, node_rank): as given, else from a SLURM job array (``--array=0-N``), else
-    from the tasks of an ``srun`` step, else one node."""
+def _node_share(num_nodes: int | None, node_rank: int | None, array_share: bool = False) -> tuple[int, int]:
+    """(num_nodes, node_rank): as given, else, with ``array_share``, from the SLURM job array
+    (``--array=0-N``), else from the tasks of an ``srun`` step, else one node. A job array is
+    never shared by default: its tasks may be preparing different corpora."""
     env = os.environ
-    if "SLURM_ARRAY_TASK_COUNT" in env and "SLURM_ARRAY_TASK_ID" in env:
+    if array_share:
+        if "SLURM_ARRAY_TASK_COUNT" not in env or "SLURM_ARRAY_TASK_ID" not in env:
+            raise PajamaError("--array_share true: not running in a SLURM job array (no SLURM_ARRAY_TASK_COUNT / SLURM_ARRAY_TASK_ID); use --num_nodes and --node_rank")
         offset = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
         step = int(env.get("SLURM_ARRAY_TASK_STEP") or 1)
         slurm = (int(env["SLURM_ARRAY_TASK_COUNT"]), offset // step)
@@ -566,6 +582,8 @@ def _node_share(num_nodes: int | None, node_rank: int | None) -> tuple[int, int]
         raise PajamaError(f"--num_nodes must be at least 1, got {num_nodes}")
     if not 0 <= node_rank < num_nodes:
         raise PajamaError(f"--node_rank {node_rank} is outside [0, {num_nodes}) (a SLURM array must be --array=0-{num_nodes - 1} or similar, else pass --num_nodes and --node_rank)")
+    if array_share:
+        print(f"prepare: sharing the corpus among the {slurm[0]} tasks of SLURM job array {env.get('SLURM_ARRAY_JOB_ID', '?')} (--array_share): this is share {node_rank} of {num_nodes}", flush=True)
     return num_nodes, node_rank
 
 
@@ -619,8 +637,13 @@ def load_records(destination: Path) -> dict[str, dict]:
 
 def _is_done(unit: Unit, record: dict | None, present: set[str]) -> bool:
     """Finished, from the same bytes of the same file, without a read error (a unit of a
-    damaged file is redone: it may be fixed by now), and its chunk files are all there."""
-    return _matches(unit, record) and record["error"] is None and all(c["file"] in present for c in record["chunks"])
+    damaged file is redone: it may be fixed by now), with no input that was missing then and
+    is there now (a RedPajama-Data-V2 signals file or duplicate list), and its chunk files are
+    all there."""
+    if not (_matches(unit, record) and record["error"] is None and all(c["file"] in present for c in record["chunks"])):
+        return False
+    missing = (record.get("filtering") or {}).get("missing", [])
+    return not any((unit.source.root / rel).exists() for rel in missing)
 
 
 def _matches(unit: Unit, record: dict | None) -> bool:
@@ -641,6 +664,15 @@ def chunk_subset(record: dict, chunk: dict) -> str:
     return chunk.get("subset") or record["subset"]
 
 
+def manifest_chunk(record: dict, chunk: dict) -> dict:
+    """The manifest's entry for one of a unit record's chunk files: its name, subset, real
+    tokens and block checksums (absent in records written before prepare recorded them)."""
+    entry = {"file": chunk["file"], "subset": chunk_subset(record, chunk), "tokens": chunk["tokens"]}
+    if "crc32" in chunk:
+        entry["crc32"] = chunk["crc32"]
+    return entry
+
+
 def _totals(records: list[dict]) -> tuple[dict[str, dict], dict[str, dict], dict | None]:
     """Per-subset and per-source totals of unit records, in unit order, and those of the
     files whose documents go to several subsets (None if there are none): their bytes, bad
@@ -650,23 +682,24 @@ def _totals(records: list[dict]) -> tuple[dict[str, dict], dict[str, dict], dict
     mixed: dict | None = None
 
     def subset(name: str) -> dict:
-        return subsets.setdefault(name, {"documents": 0, "tokens": 0, "chunk_files": 0, "source_files": 0, "bytes": 0, "bad_lines": 0, "bad_examples": [], "errors": 0})
+        return subsets.setdefault(name, {"documents": 0, "tokens": 0, "chunk_files": 0, "source_files": 0, "bytes": 0, "bad_lines": 0, "bad_examples": [], "empty": 0, "errors": 0})
 
     for r in sorted(records, key=lambda r: unit_order(r["unit"])):
         routed = r["subset"] is None
         s = mixed if routed else subset(r["subset"])
         if routed and s is None:
-            s = mixed = {"source_files": 0, "bytes": 0, "bad_lines": 0, "bad_examples": [], "errors": 0, "excluded": {}}
+            s = mixed = {"source_files": 0, "bytes": 0, "bad_lines": 0, "bad_examples": [], "empty": 0, "errors": 0, "excluded": {}}
         src = sources.get(r["source"])
         if src is None:
-            src = sources[r["source"]] = {"subset": r["subset"], "documents": 0, "tokens": 0, "bytes": 0, "bad_lines": 0, "bad_examples": [], "errors": [], "units": []}
+            src = sources[r["source"]] = {"subset": r["subset"], "documents": 0, "tokens": 0, "bytes": 0, "bad_lines": 0, "bad_examples": [], "empty": 0, "errors": [], "units": []}
             if routed:
                 src["subsets"], src["excluded"] = {}, {}
             s["source_files"] += 1
-        for key in ("documents", "tokens", "bytes", "bad_lines"):
+        for key in ("documents", "tokens", "bytes", "bad_lines", "empty"):
+            value = r.get(key, 0)  # records written before empty texts were counted have no "empty"
             if key in s:
-                s[key] += r[key]
-            src[key] += r[key]
+                s[key] += value
+            src[key] += value
         src["units"].append(r["unit"])
         src["bad_examples"] = (src["bad_examples"] + r["bad_examples"])[: BadLines.max_examples]
         s["bad_examples"] = (s["bad_examples"] + r["bad_examples"])[: BadLines.max_examples]
@@ -696,8 +729,8 @@ def _totals(records: list[dict]) -> tuple[dict[str, dict], dict[str, dict], dict
 
 def build_manifest(records: list[dict], settings: dict, tokenizer: AnyTokenizer) -> dict:
     """The manifest: settings, per-subset and per-source totals (and those of files that mix
-    subsets, under ``mixed``), and every chunk file with its subset and real token count, in
-    training order. Deterministic: sorted, no timings."""
+    subsets, under ``mixed``), and every chunk file with its subset, real token count and block
+    checksums, in training order. Deterministic: sorted, no timings."""
     records = sorted(records, key=lambda r: unit_order(r["unit"]))
     subsets, sources, mixed = _totals(records)
     manifest = {
@@ -718,6 +751,7 @@ def build_manifest(records: list[dict], settings: dict, tokenizer: AnyTokenizer)
         "documents": sum(s["documents"] for s in subsets.values()),
         "tokens": sum(s["tokens"] for s in subsets.values()),
         "bad_lines": sum(s["bad_lines"] for s in subsets.values()) + (mixed["bad_lines"] if mixed else 0),
+        "empty": sum(s["empty"] for s in subsets.values()) + (mixed["empty"] if mixed else 0),
         "errors": [e for src in sources.values() for e in src["errors"]],
         "subsets": dict(sorted(subsets.items())),
     }
@@ -727,35 +761,39 @@ def build_manifest(records: list[dict], settings: dict, tokenizer: AnyTokenizer)
     if filtering is not None:  # RedPajama-Data-V2's filters and deduplication
         manifest["filtering"] = filtering
     manifest["sources"] = dict(sorted(sources.items()))
-    manifest["chunks"] = [{"file": c["file"], "subset": chunk_subset(r, c), "tokens": c["tokens"]} for r in records for c in r["chunks"]]
+    manifest["checksums"] = {"kind": CHECKSUM, "block_bytes": CHECKSUM_BLOCK}  # of the chunk files, each its list
+    manifest["chunks"] = [manifest_chunk(r, c) for r in records for c in r["chunks"]]
     return manifest
 
 
 MIXED_ROW = "(mixed files)"
 FILTER_EXAMPLES = 3  # document ids shown per rule
 FILTER_NOTES = 100  # notes kept in the manifest (each file without a duplicate list has one), the rest counted
+REMOVED_MEASURES = ("documents", "characters", "tokens")  # what removed documents are counted in; tokens only with --count_removed_tokens
 
 
 def filter_totals(records: list[dict]) -> dict | None:
     """What RedPajama-Data-V2's filters removed over unit records (None when no record has
-    filtering): documents read, kept and removed, and per rule the documents and tokens it
-    removed (a document removed by several rules counts under each rule, once in the total),
-    null values met, the first example document ids, and notes (missing duplicate lists)."""
+    filtering): documents read, kept and removed, and per rule the documents and characters
+    (and tokens, where every unit counted them: ``--count_removed_tokens``) it removed (a
+    document removed by several rules counts under each rule, once in the total), null values
+    met, the first example document ids, and notes (missing signals files and duplicate lists)."""
     found = [r["filtering"] for r in sorted(records, key=lambda r: unit_order(r["unit"])) if r.get("filtering")]
     if not found:
         return None
-    total = {"rules": [], "read": 0, "kept": 0, "removed": {"documents": 0, "tokens": 0}, "by_rule": {}, "notes": [], "notes_count": 0}
+    measures = [key for key in REMOVED_MEASURES if all(key in f["removed"] for f in found)]
+    total = {"rules": [], "read": 0, "kept": 0, "removed": dict.fromkeys(measures, 0), "by_rule": {}, "notes": [], "notes_count": 0}
     for f in found:
         for name in f["rules"]:
             if name not in total["rules"]:
                 total["rules"].append(name)
         total["read"] += f["read"]
         total["kept"] += f["kept"]
-        for key in ("documents", "tokens"):
+        for key in measures:
             total["removed"][key] += f["removed"][key]
         for name, entry in f["by_rule"].items():
-            into = total["by_rule"].setdefault(name, {"documents": 0, "tokens": 0, "null": 0, "examples": []})
-            for key in ("documents", "tokens", "null"):
+            into = total["by_rule"].setdefault(name, {**dict.fromkeys(measures, 0), "null": 0, "examples": []})
+            for key in (*measures, "null"):
                 into[key] += entry[key]
             into["examples"] = (into["examples"] + entry["examples"])[:FILTER_EXAMPLES]
         total["notes_count"] += len(f["notes"])
@@ -768,10 +806,12 @@ def filter_totals(records: list[dict]) -> dict | None:
 def filter_table(filtering: dict) -> list[str]:
     """Lines of the per-rule table of what filters removed, and the notes."""
     read = max(filtering["read"], 1)
-    lines = [f"filters: {filtering['removed']['documents']:,} of {filtering['read']:,} documents removed ({100 * filtering['removed']['documents'] / read:.1f}%), {filtering['removed']['tokens']:,} tokens; {filtering['kept']:,} kept"]
-    lines.append(f"  {'rule':<34}{'documents':>12}{'tokens':>14}{'null':>10}  examples")
+    removed = filtering["removed"]
+    measures = [key for key in REMOVED_MEASURES[1:] if key in removed]
+    lines = [f"filters: {removed['documents']:,} of {filtering['read']:,} documents removed ({100 * removed['documents'] / read:.1f}%), " + ", ".join(f"{removed[k]:,} {k}" for k in measures) + f"; {filtering['kept']:,} kept"]
+    lines.append(f"  {'rule':<34}{'documents':>12}" + "".join(f"{k:>14}" for k in measures) + f"{'null':>10}  examples")
     for name, entry in filtering["by_rule"].items():
-        lines.append(f"  {name:<34}{entry['documents']:>12,}{entry['tokens']:>14,}{entry['null']:>10,}  {', '.join(entry['examples'][:2])}")
+        lines.append(f"  {name:<34}{entry['documents']:>12,}" + "".join(f"{entry[k]:>14,}" for k in measures) + f"{entry['null']:>10,}  {', '.join(entry['examples'][:2])}")
     lines.append("  (a document removed by several rules counts under each; null: documents whose value was null, kept unless the rule says on_null: reject)")
     lines.extend(f"note: {note}" for note in filtering["notes"][:10])
     count = filtering.get("notes_count", len(filtering["notes"]))
@@ -799,6 +839,15 @@ def summary_table(subsets: dict[str, dict], mixed: dict | None = None) -> list[s
     return lines
 
 
+def empty_line(sources: dict[str, dict]) -> str | None:
+    """One line on the records skipped for an empty text (None if there were none): how many, and where the most were."""
+    counts = sorted(((src.get("empty", 0), name) for name, src in sources.items() if src.get("empty")), reverse=True)
+    if not counts:
+        return None
+    where = ", ".join(f"{name} {n:,}" for n, name in counts[:3]) + (f" and {len(counts) - 3} more files" if len(counts) > 3 else "")
+    return f"skipped {sum(n for n, _ in counts):,} record(s) with an empty text (nothing to train on): {where}"
+
+
 def _print_summary(records: list[dict], tokens_now: int | None, seconds: float) -> None:
     """The per-subset table, the rate of this run (None: it had nothing to do), documents of
     subsets left out, bad lines and errors."""
@@ -813,6 +862,9 @@ def _print_summary(records: list[dict], tokens_now: int | None, seconds: float) 
     filtering = filter_totals(records)
     if filtering is not None:
         print("\n".join(filter_table(filtering)))
+    empty = empty_line(sources)
+    if empty:
+        print(empty)
     shown = 0
     for source, src in sources.items():
         if src["bad_lines"] and shown < 20:

@@ -7,13 +7,11 @@ import math
 import time
 from pathlib import Path
 
-from pajama import checkpoint
-from pajama.generate import generate
+from pajama.hardware import device_type
 from pajama.loader import load_prepared
 from pajama.model_config import ModelConfig, preset
 from pajama.prepare import prepare
 from pajama.tokenizer import train_tokenizer
-from pajama.train import TrainConfig, device_type, pretrain
 
 SAMPLE = Path(__file__).parent / "sample"
 BLOCK_SIZE = 256
@@ -83,11 +81,16 @@ def quickstart(
         model_name: model preset to pre-train.
         minutes: time budget of the training part, from which the number of steps follows.
         max_iters: optimizer steps; given, no time budget applies.
-        accelerator: cpu, cuda or auto (one device).
+        accelerator: cpu, cuda, mps or auto (one device).
         precision: training precision (default: the fastest on this machine, measured).
     """
-    from pajama.precision import choose_precision  # torch: only once training is near
+    # torch: only once the command runs, so that its --help starts as fast as the others'
+    from pajama import checkpoint
+    from pajama.generate import generate
+    from pajama.precision import choose_precision
+    from pajama.training import TrainConfig, pretrain
 
+    device = device_type(accelerator)  # an accelerator that is not there is refused before any work
     out_dir = Path(out_dir).expanduser().resolve()
     started = time.time()
     print(f"== 1/4 tokenizer: SentencePiece BPE on {SAMPLE}")
@@ -105,7 +108,7 @@ def quickstart(
         max_iters = checkpoint.read_meta(earlier[-1])["train"]["max_iters"]
     if max_iters is None:
         config = preset(model_name).replace(vocab_size=load_prepared(data_dir).vocab_size, block_size=BLOCK_SIZE)
-        choice = choose_precision(precision, device_type(accelerator), config, tokens=BATCH_SIZE * BLOCK_SIZE)
+        choice = choose_precision(precision, device, config, tokens=BATCH_SIZE * BLOCK_SIZE)
         print(choice.reason)
         precision = choice.precision
         step_seconds = time_steps(config, precision, accelerator)

@@ -30,7 +30,8 @@ def torch_imported(*argv: str) -> bool:
 @pytest.mark.parametrize(
     "argv",
     [["--help"], ["model", "7B"], ["model", "7B", "--devices", "8"], ["prepare", "--help"], ["download", "--help"],
-     ["data", "verify", "--help"], ["data", "inspect", "--help"], ["tokenizer", "train", "--help"]],  # fmt: skip
+     ["data", "verify", "--help"], ["data", "inspect", "--help"], ["tokenizer", "train", "--help"], ["quickstart", "--help"],
+     ["export", "--help"], ["import", "--help"], ["--version"]],  # fmt: skip
     ids=" ".join,
 )
 def test_commands_that_need_no_torch_start_without_it(argv):

@@ -199,7 +199,8 @@ def test_a_subset_name_that_redpajama_does_not_know_is_a_bad_line(tmp_path, json
     assert reader.bad.examples == [
         f"{path}:2: unknown \"redpajama_set_name\" 'RedPajamaBooks' (known: {', '.join(SET_NAMES)})",
         f'{path}:3: no string "meta"."redpajama_set_name" field (the subset of the document)',
-    ]  # the empty text is skipped silently, as everywhere
+    ]
+    assert reader.empty == 1  # the empty text is skipped and counted, as everywhere
 
 
 def test_text_field_names_the_json_key(tmp_path, jsonl):
@@ -279,6 +280,37 @@ def test_a_parquet_code_corpus_is_one_subset_read_exactly_with_its_bad_rows_name
         run(code_corpus, tokenizer_model, tmp_path / "e")
     with pytest.raises(PajamaError, match="--subset_name 'Star Coder': use lower-case letters"):
         run(code_corpus, tokenizer_model, tmp_path / "f", text_field="content", subset_name="Star Coder")
+
+
+def test_empty_texts_are_counted_and_reported_like_other_skipped_records(tmp_path, tokenizer_model, tokenizer, capsys):
+    root = tmp_path / "code"
+    write_parquet(root / "python" / "part-1.parquet", {"content": ["def a(): pass", "", "def b(): pass", "", ""]}, row_group_size=2)
+    write_parquet(root / "python" / "part-2.parquet", {"content": ["", "def c(): pass"]}, row_group_size=2)
+    run(root, tokenizer_model, tmp_path / "d", text_field="content")
+    out = capsys.readouterr().out
+    assert "skipped 4 record(s) with an empty text (nothing to train on): python/part-1.parquet 3, python/part-2.parquet 1" in out
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["empty"] == manifest["subsets"]["code"]["empty"] == 4 and manifest["documents"] == 3
+    assert [manifest["sources"][f"python/part-{n}.parquet"]["empty"] for n in (1, 2)] == [3, 1]
+    verify(tmp_path / "d")
+    inspect(tmp_path / "d", documents=0)
+    assert "skipped 4 record(s) with an empty text" in capsys.readouterr().out
+    # In a file that mixes subsets an empty text has no subset: it is counted with the mixed files.
+    slim = tmp_path / "slim" / "train" / "chunk1" / "example_train_0.jsonl"
+    slim.parent.mkdir(parents=True)
+    slim.write_bytes(slim_line("kept", "c4") + b'\n{"text": "", "meta": {"redpajama_set_name": "RedPajamaC4"}}\n')
+    run(tmp_path / "slim", tokenizer_model, tmp_path / "s")
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["empty"] == manifest["mixed"]["empty"] == 1 and manifest["subsets"]["c4"]["empty"] == 0
+    verify(tmp_path / "s")
+    # A record written before empty texts were counted (no "empty") still makes a manifest that verifies.
+    unit = next((tmp_path / "d" / "units").glob("*.json"))
+    record = json.loads(unit.read_text())
+    del record["empty"]
+    unit.write_text(json.dumps(record))
+    (tmp_path / "d" / "manifest.json").unlink()
+    run(root, tokenizer_model, tmp_path / "d", text_field="content")
+    verify(tmp_path / "d")
 
 
 def test_slimpajama_parquet_samples_are_routed_by_meta_and_split_by_name(tmp_path, stdlib_texts, tokenizer_model, tokenizer):

@@ -528,3 +528,57 @@ def test_url_relative_path(url, expected):
 def test_url_relative_path_rejects(url):
     with pytest.raises(ValueError):
         dl.url_relative_path(url)
+
+
+def test_v2_files_missing_upstream_are_recorded_and_the_download_succeeds(server, tmp_path, capsys):
+    import gzip
+
+    def gz(text: str) -> bytes:
+        return gzip.compress(text.encode(), mtime=0)
+
+    served = {
+        "documents/2023-06/0000/en_head.json.gz": gz('{"raw_content": "a"}\n'),
+        "quality_signals/2023-06/0000/en_head.signals.json.gz": gz('{"id": "x"}\n'),
+        "duplicates/2023-06/0000/en_head.duplicates.parquet": b"PAR1 0000",
+        "documents/2023-06/0001/en_head.json.gz": gz('{"raw_content": "b"}\n'),
+        "duplicates/2023-06/0001/en_head.duplicates.parquet": b"PAR1 0001",
+        "documents/2023-06/0002/en_middle.json.gz": gz('{"raw_content": "c"}\n'),
+        "quality_signals/2023-06/0002/en_middle.signals.json.gz": gz('{"id": "y"}\n'),
+    }
+    server.files = dict(served)
+    listing = tmp_path / "en-2023-06-head_middle.txt"
+    listing.write_text("2023-06/0000/en_head\n2023-06/0001/en_head\n2023-06/0002/en_middle\n")
+    # Upstream's list names its files by their published URL, whatever mirror is downloaded from.
+    missing_list = tmp_path / "missing-duplicates.txt"
+    missing_list.write_text("https://data.together.xyz/redpajama-data-v2/v1.0.0/duplicates/2023-06/0002/en_middle.duplicates.parquet\n")
+    dest = tmp_path / "rpv2"
+    dl.download(dest, listings=[listing], base_url=server.base, missing_lists=[missing_list], retries=3)
+
+    assert {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file() and p.name != dl.MISSING_UPSTREAM} == served
+    assert (dest / dl.MISSING_UPSTREAM).read_text().splitlines() == [
+        "duplicates/2023-06/0002/en_middle.duplicates.parquet",  # on the list: never asked for
+        "quality_signals/2023-06/0001/en_head.signals.json.gz",  # HTTP 404
+    ]
+    assert not [e for e in server.log if e["rel"] == "duplicates/2023-06/0002/en_middle.duplicates.parquet"]
+    assert len([e for e in server.log if e["rel"] == "quality_signals/2023-06/0001/en_head.signals.json.gz"]) == 1  # a 404 is not retried
+    err = capsys.readouterr().err
+    assert "2 file(s) missing upstream (1 quality_signals, 1 duplicates)" in err and "HTTP 404" in err
+    assert "0 failed, 2 missing upstream" in err
+
+    # Once the file is published, a rerun fetches it and the record goes.
+    server.files["quality_signals/2023-06/0001/en_head.signals.json.gz"] = gz('{"id": "z"}\n')
+    dl.download(dest, listings=[listing], base_url=server.base, missing_lists=[missing_list], retries=3)
+    assert (dest / "quality_signals/2023-06/0001/en_head.signals.json.gz").is_file()
+    assert (dest / dl.MISSING_UPSTREAM).read_text().splitlines() == ["duplicates/2023-06/0002/en_middle.duplicates.parquet"]
+
+    # Anything else that fails still fails the download.
+    server.always_fail.add("documents/2023-06/0001/en_head.json.gz")
+    (dest / "documents/2023-06/0001/en_head.json.gz").unlink()
+    with pytest.raises(PajamaError, match=r"1 of 8 files failed to download.*en_head.json.gz: HTTP 500"):
+        dl.download(dest, listings=[listing], base_url=server.base, missing_lists=[missing_list], retries=0)
+    bad = tmp_path / "bad-missing.txt"
+    bad.write_text("https://data.together.xyz/redpajama-data-v2/v1.0.0/listings/en-2023-06-head_middle.txt\n")
+    with pytest.raises(PajamaError, match=r"bad-missing.txt:1: .* names no RedPajama-Data-V2 file"):
+        dl.download(dest, listings=[listing], base_url=server.base, missing_lists=[bad])
+    with pytest.raises(PajamaError, match="--missing_lists .* goes with --listings"):
+        dl.download(dest, urls_path=str(listing), missing_lists=[missing_list])

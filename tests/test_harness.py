@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 # Offline for the whole session: a task here that wanted the network would fail, not download.
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -27,7 +28,7 @@ from pajama.evaluation import evaluate
 from pajama.evaluation.harness import check_tasks, evaluate_tasks
 from pajama.hf import export
 from pajama.prepare import prepare
-from pajama.train import TrainConfig, pretrain
+from pajama.training import TrainConfig, pretrain
 
 TASKS = ["pajama_mc", "pajama_ll", "pajama_gen", "pajama_ppl"]
 TINY = {"model_name": "tiny", "block_size": 64, "batch_size": 8, "micro_batch_size": 4, "warmup_iters": 5, "learning_rate": 3e-3, "eval_iters": 1,
@@ -227,6 +228,29 @@ def test_in_loop_tasks_on_two_fsdp_processes_log_what_a_run_afterwards_gives(tas
             assert float(logged[step][column]) == after["results"][task][f"{metric},none"], (step, column)
 
 
+def test_in_loop_evaluation_logs_group_aggregates_and_says_what_was_cut(tasks_dir, tmp_path, stdlib_texts, tokenizer_model, capsys):
+    """A harness group (here of two local tasks, as mmlu is of its subjects) gets its aggregate
+    in metrics.csv beside its tasks' metrics; the contexts cut to fit the model are counted, in
+    training (once) as after it."""
+    group = tmp_path / "group"
+    group.mkdir()
+    for name in ("pajama_mc", "pajama_ll"):
+        (group / f"{name}.yaml").write_text((tasks_dir / f"{name}.yaml").read_text())
+    spec = {"group": "pajama_group", "task": ["pajama_mc", "pajama_ll"], "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean", "weight_by_size": True}]}
+    (group / "pajama_group.yaml").write_text(json.dumps(spec))
+    run = train(tmp_path, tokenizer_model, stdlib_texts, 2, eval_tasks="pajama_group", eval_task_include_path=group)
+    out = capsys.readouterr().out
+    cut = "note: 1 context(s) longer than the model's context of 64 tokens were cut from the left"  # pajama_mc's long one, of two choices
+    assert out.count(cut) == 1
+    logged = rows(run)
+    for step in (0, 2):
+        mc, ll = float(logged[step]["task/pajama_mc/acc"]), float(logged[step]["task/pajama_ll/acc"])
+        assert float(logged[step]["task/pajama_group/acc"]) == pytest.approx((25 * mc + 24 * ll) / 49)  # weighted by examples
+    after = evaluate_tasks(run, "pajama_group", include_path=group, output_path=tmp_path / "after.json", accelerator="cpu", precision="32-true")
+    assert cut in capsys.readouterr().out and after["pajama"]["truncated_contexts"] == 1
+    assert float(logged[2]["task/pajama_group/acc"]) == after["results"]["pajama_group"]["acc,none"]
+
+
 def write_random_checkpoint(directory: Path, tokenizer=None, **shape) -> Path:
     """A checkpoint in pajama's layout holding a random tiny model (and the tokenizer, if given)."""
     from dataclasses import asdict
@@ -246,6 +270,59 @@ def write_random_checkpoint(directory: Path, tokenizer=None, **shape) -> Path:
     if tokenizer is not None:
         tokenizer.copy_to(directory)
     return directory
+
+
+class _HostReads(torch.overrides.TorchFunctionMode):
+    """Counts the reads of tensor values into Python (each a wait for the device on a GPU)."""
+
+    READS = frozenset({"__bool__", "__float__", "__int__", "__index__", "item", "tolist", "numpy"})
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", "") in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+def test_log_likelihoods_normalise_only_the_continuations_and_read_back_once(tokenizer):
+    """The scores of the plain computation (log-softmax over every position, one request at a
+    time), from logits made at the continuations' positions only, and one read of the results
+    for all the requests, not one per request."""
+    from pajama.evaluation.harness import PajamaLM
+    from pajama.model import LLaMA
+    from pajama.model_config import ModelConfig
+
+    model = LLaMA(ModelConfig("tiny", n_layer=2, n_head=4, n_embd=32, n_kv_head=2, vocab_size=tokenizer.vocab_size, block_size=64))
+    model.init_weights(3)
+    model.eval()
+    rng = random.Random(0)
+    requests = []
+    for _ in range(11):
+        context = [tokenizer.bos_id] + [rng.randrange(3, tokenizer.vocab_size) for _ in range(rng.randrange(0, 90))]  # some longer than the context
+        requests.append((None, context, [rng.randrange(3, tokenizer.vocab_size) for _ in range(rng.randrange(1, 6))]))
+    greedy = [tokenizer.bos_id, 5, 9]
+    with torch.no_grad():
+        greedy.append(int(model(torch.tensor([greedy]))[0, -1].argmax()))
+    requests.append((None, greedy[:-1], greedy[-1:]))  # a continuation that is the most likely token
+    lm = PajamaLM(model, model.config, tokenizer, torch.device("cpu"), batch_size=4, progress=False)
+    shapes = []
+    model.register_forward_hook(lambda module, args, output: shapes.append(tuple(output.shape)))
+    with _HostReads() as reads:
+        scores = lm._loglikelihood_tokens(requests)
+    assert reads.count == 1
+    assert len(shapes) == 3 and all(shape[1] <= 5 for shape in shapes)  # logits (batch, its longest continuation, vocab)
+    expected = []
+    with torch.no_grad():
+        for _, context, continuation in requests:
+            whole = (context + continuation)[-65:]
+            logprobs = torch.log_softmax(model(torch.tensor([whole[:-1]])).float(), -1)[0, -len(continuation) :]
+            target = torch.tensor(continuation)
+            expected.append((float(logprobs.gather(-1, target[:, None]).sum()), bool((logprobs.argmax(-1) == target).all())))
+    assert [g for _, g in scores] == [g for _, g in expected] and scores[-1][1]
+    assert [ll for ll, _ in scores] == pytest.approx([ll for ll, _ in expected], rel=1e-5)
+    assert lm.truncated == sum(len(c) + len(x) > 65 for _, c, x in requests) > 0
 
 
 def test_clear_errors(tasks_dir, tmp_path, tokenizer):

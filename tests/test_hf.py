@@ -168,7 +168,10 @@ def test_export_in_bfloat16(setup, tmp_path):
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["torch_dtype"] == "bfloat16"
 
 
-def test_meta_layout_with_two_model_parallel_shards_imports(setup, tmp_path):
+@pytest.mark.parametrize("release", ["llama2", "llama3"])
+def test_meta_layout_with_two_model_parallel_shards_imports(setup, tmp_path, release):
+    """Meta's model-parallel shards joined: Llama 1 and 2 cut the embedding table along the
+    model width (ParallelEmbedding), Llama 3 along the vocabulary (VocabParallelEmbedding)."""
     _, tokenizer, model, _, _ = setup
     # Meta's names and the dim each model-parallel shard is cut along (None: every shard holds it all).
     layer = {
@@ -178,7 +181,8 @@ def test_meta_layout_with_two_model_parallel_shards_imports(setup, tmp_path):
         "feed_forward.w1.weight": ("mlp.gate.weight", 0), "feed_forward.w3.weight": ("mlp.up.weight", 0),
         "feed_forward.w2.weight": ("mlp.down.weight", 1),
     }  # fmt: skip
-    top = {"tok_embeddings.weight": ("tok_embeddings.weight", 1), "norm.weight": ("norm.weight", None), "output.weight": ("lm_head.weight", 0)}
+    embedding_dim = 1 if release == "llama2" else 0
+    top = {"tok_embeddings.weight": ("tok_embeddings.weight", embedding_dim), "norm.weight": ("norm.weight", None), "output.weight": ("lm_head.weight", 0)}
     mapping = dict(top) | {f"layers.{i}.{k}": (f"layers.{i}.{v}", d) for i in range(2) for k, (v, d) in layer.items()}
     sd = model.state_dict()
     source = tmp_path / "meta" / "tiny"
@@ -188,11 +192,15 @@ def test_meta_layout_with_two_model_parallel_shards_imports(setup, tmp_path):
         shard["rope.freqs"] = torch.ones(16)
         torch.save(shard, source / f"consolidated.{rank:02d}.pth")
     params = {"dim": 64, "multiple_of": 256, "n_heads": 2, "n_layers": 2, "norm_eps": 1e-6, "vocab_size": -1}
+    if release == "llama3":
+        params |= {"n_kv_heads": 2, "rope_theta": 500000.0, "vocab_size": tokenizer.vocab_size}
     (source / "params.json").write_text(json.dumps(params))
     (tmp_path / "meta" / "tokenizer.model").write_bytes(tokenizer.model_bytes)  # Meta ships it beside the model directories
     import_(source, tmp_path / "imported")
     config, weights, meta = checkpoint.load_model_weights(tmp_path / "imported")
-    assert config == model.config.replace(name="imported", block_size=2048)  # params.json has no context length
+    # params.json gives no context length: Llama 3's is its pre-training one.
+    expected = {"llama2": {"block_size": 2048}, "llama3": {"block_size": 8192, "rope_base": 500000.0}}[release]
+    assert config == model.config.replace(name="imported", **expected)
     assert meta["tokenizer_sha256"] == tokenizer.sha256
     assert sorted(weights) == sorted(sd) and all(torch.equal(weights[k], sd[k]) for k in sd)
 
@@ -301,7 +309,7 @@ def test_family_exports_with_transformers_logits(setup, tmp_path, family):
     ids = torch.randint(0, tokenizer.vocab_size, (2, 64), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert relative_diff(hf_model(tmp_path / "export")(ids).logits, model(ids)) <= 1e-4
-    import_(tmp_path / "export", tmp_path / "imported", model_name="tiny")
+    import_(tmp_path / "export", tmp_path / "imported", model_name="tiny", block_size=64)  # the whole context, rotary scaling's too
     config, weights, _ = checkpoint.load_model_weights(tmp_path / "imported")
     assert config == model.config
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
@@ -327,7 +335,7 @@ def test_transformers_model_imports_bit_identically(setup, tmp_path, family):
         for p in reference.parameters():  # norms away from one: a misplaced norm shows
             p.add_(0.3 * torch.randn_like(p))
     reference.save_pretrained(tmp_path / "hf")
-    import_(tmp_path / "hf", tmp_path / "imported")
+    import_(tmp_path / "hf", tmp_path / "imported", block_size=64)
     config, _, _ = checkpoint.load_model_weights(tmp_path / "imported")
     assert (config.n_kv_head, config.tie_embeddings, config.intermediate_size) == (shape["n_kv_head"], hf_config.tie_word_embeddings, 160)
     assert config.rope_scaling_factor == (32.0 if "rope_scaling_factor" in shape else None)
@@ -340,6 +348,26 @@ def test_transformers_model_imports_bit_identically(setup, tmp_path, family):
     original = {k: v for k, v in reference.state_dict().items() if not (hf_config.tie_word_embeddings and k == "lm_head.weight")}
     assert sorted(back) == sorted(original)
     assert all(torch.equal(back[k], v) for k, v in original.items())
+
+
+def test_import_keeps_the_pre_training_context_of_rotary_scaled_models(setup, tmp_path, capsys):
+    """Llama 3.1 / 3.2 declare the context their rotary scaling reaches (131,072) as
+    max_position_embeddings; imported, they keep the one they were pre-trained on (8192, the
+    scaling's original context) unless --block_size asks for more, up to the declared one."""
+    _, tokenizer, _, _, _ = setup
+    model = tiny_model(tokenizer.vocab_size, seed=3, **FAMILIES["llama3-rope"])  # context 64, original context 32
+    export(write_checkpoint(tmp_path / "ckpt", model, tokenizer.sha256), tmp_path / "export", tokenizer_path=tokenizer.path)
+    import_(tmp_path / "export", tmp_path / "default")
+    assert checkpoint.load_model_weights(tmp_path / "default")[0].block_size == 32
+    assert "context 32 (it extends to 64: --block_size 64)" in capsys.readouterr().out
+    import_(tmp_path / "export", tmp_path / "longer", block_size=48)
+    assert checkpoint.load_model_weights(tmp_path / "longer")[0].block_size == 48
+    with pytest.raises(PajamaError, match="--block_size 65: .* declares a context of at most 64 tokens"):
+        import_(tmp_path / "export", tmp_path / "too_long", block_size=65)
+    plain = tiny_model(tokenizer.vocab_size, seed=3, **FAMILIES["gqa"])  # no rotary scaling: max_position_embeddings
+    export(write_checkpoint(tmp_path / "plain_ckpt", plain, tokenizer.sha256), tmp_path / "plain_export", tokenizer_path=tokenizer.path)
+    import_(tmp_path / "plain_export", tmp_path / "plain")
+    assert checkpoint.load_model_weights(tmp_path / "plain")[0].block_size == 64
 
 
 def test_parse_size():
@@ -369,7 +397,7 @@ def test_llama3_shaped_model_with_a_tokenizer_json_exports_and_imports(hf_tokeni
     ids = torch.tensor([hf_tokenizer.encode(stdlib_texts[0], eos=False)[:64]])
     with torch.no_grad():
         assert relative_diff(hf_model(tmp_path / "export")(ids).logits, model(ids)) <= 1e-4
-    import_(tmp_path / "export", tmp_path / "imported", model_name="tiny")
+    import_(tmp_path / "export", tmp_path / "imported", model_name="tiny", block_size=64)
     config, weights, meta = checkpoint.load_model_weights(tmp_path / "imported")
     assert config == model.config and meta["tokenizer_sha256"] == hf_tokenizer.sha256
     assert (tmp_path / "imported" / "tokenizer.json").read_bytes() == hf_tokenizer.path.read_bytes()

@@ -6,7 +6,7 @@ import pytest
 
 from pajama import PajamaError
 from pajama.chunks import ChunkWriter
-from pajama.loader import MixtureSampler, load_prepared, load_training_data, mixture, permute, split_blocks, stream_weights, validation_samples
+from pajama.loader import MixtureSampler, load_prepared, load_training_data, mixture, permute, split_blocks, stream_weights, validation_samples, verify_prepared
 from pajama.corpora import LLAMA_WEIGHTS
 
 
@@ -216,3 +216,81 @@ def test_a_subset_of_one_chunk_file_feeds_many_ranks_without_running_dry(tmp_pat
     epochs = [arxiv[i : i + 3] for i in range(0, len(arxiv) - 2, 3)]
     assert all(sorted(e) == [0, 1, 2] for e in epochs)  # each epoch reads every block once
     assert len({tuple(e) for e in epochs}) > 1  # in a fresh order
+
+
+def make_checked_data(directory, tokens, chunk_size):
+    """A prepared directory of one subset whose manifest records sizes and block checksums, as prepare writes them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    writer = ChunkWriter(directory, "arxiv_x-0000", chunk_size, np.dtype(np.uint16), filler=65000)
+    writer.add(np.asarray(tokens, dtype=np.uint16))
+    chunks = [{"file": name, "subset": "arxiv", "tokens": n, "crc32": writer.checksums[name]} for name, n in writer.close()]
+    manifest = {"tokenizer": {"sha256": "abc", "vocab_size": 8000}, "chunk_size": chunk_size, "dtype": "uint16", "checksums": {"kind": "crc32", "block_bytes": 1 << 20}, "chunks": chunks}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return [directory / c["file"] for c in chunks]
+
+
+def test_a_truncated_chunk_file_is_named_before_its_tokens_are_used(tmp_path):
+    files = make_checked_data(tmp_path, np.arange(3000) % 1000, chunk_size=1000)
+    data = load_prepared(tmp_path)  # loading reads no chunk file
+    stream = data.streams["arxiv"]
+    np.testing.assert_array_equal(stream.read(0, 10), np.arange(10))
+    with open(files[1], "r+b") as f:
+        f.truncate(1500)
+    with pytest.raises(PajamaError, match=r"arxiv_x-0000_0000000001.bin: truncated at byte 1,500: 1,500 bytes, expected 2,024 \(1,000 uint16 tokens\)"):
+        stream.read(990, 20)  # reaches into the truncated file
+    with pytest.raises(PajamaError, match=r"1 of 3 chunk files damaged: .*0000000001.bin: truncated at byte 1,500"):
+        verify_prepared(tmp_path)
+
+
+def test_an_overwritten_chunk_file_is_named_with_the_block_where_it_differs(tmp_path, capsys):
+    tokens = np.arange(1_200_000) % 60000  # one chunk file of 2.4 MB: three checksum blocks
+    (path,) = make_checked_data(tmp_path, tokens, chunk_size=1_200_000)
+    verify_prepared(tmp_path)
+    assert "verified 1 chunk files" in capsys.readouterr().out
+    data = bytearray(path.read_bytes())
+    data[1_500_000] ^= 0xFF  # same size, same header: only the checksums tell
+    path.write_bytes(bytes(data))
+    np.testing.assert_array_equal(load_prepared(tmp_path).streams["arxiv"].read(0, 5), tokens[:5])  # the cheap checks pass
+    stream = load_prepared(tmp_path, verify_checksums=True).streams["arxiv"]
+    with pytest.raises(PajamaError, match=r"arxiv_x-0000_0000000000.bin: damaged at byte 1,048,576: bytes 1,048,576-2,097,151 differ from what prepare wrote"):
+        stream.read(0, 5)
+    with pytest.raises(PajamaError, match=r"damaged at byte 1,048,576"):
+        verify_prepared(tmp_path)
+    # A header rewritten with another chunk size (and a file of that size): named at byte 0.
+    from pajama.chunks import encode_header
+
+    path.write_bytes(encode_header(np.dtype(np.uint16), 1_000) + np.zeros(1_000, np.uint16).tobytes() + b"\0" * (len(data) - 2_024))
+    with pytest.raises(PajamaError, match=r"damaged at byte 16: its header is not the one of 1,200,000 uint16 tokens that the manifest says"):
+        load_prepared(tmp_path).streams["arxiv"].read(0, 5)
+
+
+def test_a_directory_prepared_before_checksums_still_loads_and_says_so_once(tmp_path, capsys):
+    make_checked_data(tmp_path, np.arange(2500) % 1000, chunk_size=1000)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    for chunk in manifest["chunks"]:
+        del chunk["crc32"]
+    del manifest["checksums"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    for _ in range(2):
+        data = load_prepared(tmp_path, verify_checksums=True)
+    np.testing.assert_array_equal(data.streams["arxiv"].read(995, 10), np.arange(995, 1005) % 1000)
+    out = capsys.readouterr().out
+    assert out.count("have no checksums (prepared before pajama recorded them)") == 1
+    verify_prepared(tmp_path)
+    assert "verified 3 chunk files" in capsys.readouterr().out
+
+
+def test_a_mixture_over_several_directories_weighs_the_subsets_each_directory_has(tmp_path):
+    make_data(tmp_path / "slimpajama", {"c4": 4000, "common_crawl": 4000, "github": 4000})
+    make_data(tmp_path / "starcoder", {"python": 6000, "java": 2000})
+    data, directories = load_training_data({str(tmp_path / "slimpajama"): 0.7, str(tmp_path / "starcoder"): 0.3})
+    tokens = {n: s.tokens for n, s in data.streams.items()}
+    weights = stream_weights(tokens, {"python": 3, "java": 1, "c4": 1, "common_crawl": 1}, directories)
+    expected = {"slimpajama/c4": 0.35, "slimpajama/common_crawl": 0.35, "slimpajama/github": 0.0, "starcoder/python": 0.225, "starcoder/java": 0.075}
+    assert weights == pytest.approx(expected)
+    # Weights naming only code subsets: SlimPajama keeps its default (LLaMA's weights).
+    only_code = stream_weights(tokens, {"python": 1, "java": 1}, directories)
+    assert only_code["slimpajama/common_crawl"] == pytest.approx(0.7 * 67.0 / (67.0 + 15.0 + 4.5))
+    assert only_code["starcoder/java"] == pytest.approx(0.15)
+    with pytest.raises(PajamaError, match="unknown subset.*rust"):
+        stream_weights(tokens, {"python": 1, "rust": 1}, directories)

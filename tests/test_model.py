@@ -1,4 +1,5 @@
 import math
+import re
 import subprocess
 import sys
 
@@ -60,9 +61,27 @@ def test_model_command_prints_counts():
     out = subprocess.run([sys.executable, "-m", "pajama.cli", "model", "7B"], capture_output=True, text=True, check=True).stdout
     assert "6,738,415,616" in out
     listing = subprocess.run([sys.executable, "-m", "pajama.cli", "model"], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert [line.split()[0] for line in listing] == list(PRESETS)
+    assert [line.split()[0] for line in listing[: len(PRESETS)]] == list(PRESETS)
     assert "65,285,660,672" in listing[list(PRESETS).index("65B")]
     assert "1,100,048,384" in subprocess.run([sys.executable, "-m", "pajama.cli", "model", "tinyllama-1.1b"], capture_output=True, text=True, check=True).stdout
+    aliases = {line.split()[0]: line.split(None, 1)[1] for line in listing[len(PRESETS) + 2 :]}  # after a blank line and a heading
+    assert "Llama-3.2-1B," in aliases["llama3.2-1b"] and "tiny-llama-1.1b," in aliases["tinyllama-1.1b"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("7b", "7B"), ("TINY", "tiny"), ("TinyLlama-1.1b", "tinyllama-1.1b"), ("tiny-llama-1.1b", "tinyllama-1.1b"),
+     ("TinyLlama-1.1B-intermediate-step-1431k-3T", "tinyllama-1.1b"), ("Llama-3.2-1B", "llama3.2-1b"), ("Llama-3.2-3B", "llama3.2-3b"),
+     ("Llama-2-7b-hf", "llama2-7b"), ("Meta-Llama-3-8B", "llama3-8b"), ("Llama-3.1-8B", "llama3-8b"), ("llama-3.2-1b-instruct", "llama3.2-1b")],  # fmt: skip
+)
+def test_presets_are_found_in_any_case_and_by_litgpt_names(name, expected):
+    assert preset(name) is PRESETS[expected]
+
+
+@pytest.mark.parametrize(("typo", "suggestion"), [("llama3.2-1", "llama3.2-1b"), ("tinyllama", "tinyllama-1.1b"), ("Llama-3.2-1", "Llama-3.2-1B"), ("smal", "small")])
+def test_a_mistyped_preset_gets_a_suggestion(typo, suggestion):
+    with pytest.raises(PajamaError, match=f"unknown model '{typo}'; did you mean {re.escape(suggestion)}\\? known models: tiny, small"):
+        preset(typo)
 
 
 def _tiny(**changes):
@@ -115,6 +134,61 @@ def test_grouped_query_attention_is_multi_head_attention_with_shared_key_value_h
     mha.load_state_dict(state)
     idx = torch.randint(0, 97, (2, 20))
     torch.testing.assert_close(gqa(idx), mha(idx), atol=1e-5, rtol=1e-4)
+
+
+def test_shared_key_value_heads_go_to_sdpa_only_where_a_fused_kernel_takes_them():
+    """On CUDA only the flash kernel takes enable_gqa, and it takes no mask and no fp32: there the
+    key/value heads are expanded, so that the memory-efficient kernel takes the call instead of
+    the math kernel's full score matrix."""
+    from pajama.model import shares_kv_heads
+
+    for dtype in (torch.bfloat16, torch.float16):
+        assert shares_kv_heads("cuda", dtype, masked=False)
+        assert not shares_kv_heads("cuda", dtype, masked=True)  # --document_mask, a prompt after a prefix
+        assert not shares_kv_heads("cuda", dtype, masked=False, flash_capable=False)  # V100, T4: no flash kernel
+    assert not shares_kv_heads("cuda", torch.float32, masked=False)
+    assert shares_kv_heads("cpu", torch.float32, masked=True)  # the CPU flash kernel takes shared heads and masks
+
+
+class _SDPACalls(torch.overrides.TorchFunctionMode):
+    """Records the arguments scaled_dot_product_attention receives (and runs it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            self.calls.append({"key_heads": args[1].size(1), "mask": kwargs.get("attn_mask") is not None, "is_causal": kwargs.get("is_causal", False)})
+        return func(*args, **kwargs)
+
+
+def test_kv_cache_prefill_is_causal_without_a_mask_and_expanding_heads_changes_nothing(monkeypatch):
+    """A prompt into an empty cache is plain causal attention: no mask, so a fused kernel takes
+    it; a prompt after a prefix needs the mask. Expanded key/value heads (where SDPA's own
+    sharing would reach no fused kernel) give the outputs shared heads give."""
+    import pajama.model as model_module
+    from pajama.model import document_ids
+
+    torch.manual_seed(0)
+    model = LLaMA(_tiny(n_head=4, n_kv_head=2))
+    model.init_weights(0)
+    idx = torch.randint(2, 97, (2, 20))
+    idx[:, [0, 7, 15]] = 1
+    caches = [KVCache(2, model.config, idx.device, torch.float32) for _ in model.layers]
+    with torch.no_grad(), _SDPACalls() as sdpa:
+        model(idx[:, :12], caches)  # empty cache
+        model(idx[:, 12:], caches)  # after a prefix of 12
+    assert [(c["mask"], c["is_causal"]) for c in sdpa.calls] == [(False, True)] * 2 + [(True, False)] * 2
+    with torch.no_grad():
+        shared = [model(idx), model(idx, doc_ids=document_ids(idx, 1))]
+        monkeypatch.setattr(model_module, "_SDPA_GQA", False)  # as on CUDA with a mask: expanded
+        with _SDPACalls() as sdpa:
+            expanded = [model(idx), model(idx, doc_ids=document_ids(idx, 1))]
+    assert {c["key_heads"] for c in sdpa.calls} == {4}
+    for a, b in zip(shared, expanded):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_llama3_rope_scaling_keeps_short_wavelengths_and_stretches_long_ones():

@@ -5,10 +5,12 @@ import os
 import subprocess
 import sys
 
-from pajama import memory
+import pytest
+
+from pajama import PajamaError, memory
 from pajama.hardware import cpu_info
 from pajama.model_config import preset
-from pajama.precision import MatmulRates, choose_precision, cpu_choice
+from pajama.precision import MatmulRates, choose_precision, cpu_choice, cuda_choice
 
 CPU = "test CPU"
 
@@ -34,6 +36,20 @@ def test_an_explicit_precision_is_obeyed_with_a_warning_when_much_slower():
     assert cpu_choice("bf16-mixed", native, CPU).warning is None
 
 
+def test_cuda_bf16_comes_from_the_compute_capability_not_emulation():
+    # V100 (7.0), T4 and RTX 20xx (7.5): PyTorch emulates bf16 there, so fp16 with loss scaling.
+    for capability in ((7, 0), (7, 5)):
+        choice = cuda_choice(None, "Tesla T4", capability, hip=False)
+        assert choice.precision == "16-mixed" and f"{capability[0]}.{capability[1]}" in choice.reason
+        with pytest.raises(PajamaError, match="--precision bf16-mixed: Tesla T4 .* has no bf16 in hardware"):
+            cuda_choice("bf16-mixed", "Tesla T4", capability, hip=False)
+        assert cuda_choice("16-mixed", "Tesla T4", capability, hip=False).precision == "16-mixed"
+    for capability in ((8, 0), (8, 6), (9, 0), (10, 0)):
+        assert cuda_choice(None, "A100", capability, hip=False).precision == "bf16-mixed"
+        assert cuda_choice("bf16-true", "A100", capability, hip=False).precision == "bf16-true"
+    assert cuda_choice(None, "MI250X", (9, 0), hip=True).precision == "bf16-mixed"
+
+
 def _choose_in_a_fresh_process(env_extra: dict) -> str:
     code = "from pajama.precision import choose_precision; from pajama.model_config import preset; print(choose_precision(None, 'cpu', preset('small').replace(vocab_size=4096), 4096).precision)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env_extra}, check=True)
@@ -57,31 +73,6 @@ def test_probe_is_quick_and_says_why():
     choice = choose_precision(None, "cpu", preset("7B"), 2048)
     assert time.perf_counter() - started < 5
     assert choice.reason.startswith(f"precision {choice.precision}: bf16 matmuls") and cpu_info().model in choice.reason
-
-
-def test_fit_batch_keeps_the_global_batch_when_it_divides():
-    assert memory.fit_batch(16, 1, 16) == (16, 16, None)
-    assert memory.fit_batch(16, 1, 11) == (8, 16, None)  # accumulation 2
-    assert memory.fit_batch(120, 4, 7) == (6, 120, None)  # 30 per device: 6 x 5
-    assert memory.fit_batch(16, 1, 100) == (16, 16, None)  # never more than the batch itself
-
-
-def test_fit_batch_moves_a_global_batch_that_does_not_divide():
-    micro, batch, note = memory.fit_batch(31, 1, 16)  # prime: only micro-batches of 1 would divide it
-    assert (micro, batch) == (16, 32) and note == "global batch 31 -> 32 sequences, so that micro-batches of 16 on 1 device(s) divide it"
-    micro, batch, note = memory.fit_batch(125, 4, 8)  # does not split over 4 devices
-    assert (micro, batch) == (8, 128) and "125 -> 128" in note
-
-
-def test_largest_micro_batch_follows_the_memory_plan():
-    config = preset("small").replace(vocab_size=4096, block_size=256)
-    one = memory.estimate(config, 1, 1, 256, "single", False, "32-true")["total"]
-    four = memory.estimate(config, 1, 4, 256, "single", False, "32-true")["total"]
-    assert memory.largest_micro_batch(config, four, 64, 1, 256, "single", False, "32-true") == 4
-    assert memory.largest_micro_batch(config, (one + four) / 2, 64, 1, 256, "single", False, "32-true") in (1, 2, 3)
-    assert memory.largest_micro_batch(config, one / 2, 64, 1, 256, "single", False, "32-true") == 0
-    # fp32 activations take more room than mixed precision's
-    assert memory.estimate(config, 1, 8, 256, "single", False, "32-true")["activations"] > memory.estimate(config, 1, 8, 256, "single", False, "bf16-mixed")["activations"]
 
 
 def test_largest_that_fits_backs_off_until_a_try_succeeds():

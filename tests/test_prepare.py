@@ -144,7 +144,8 @@ def test_every_document_is_recovered_exactly_and_in_order(prepared, corpus, toke
         assert manifest["sources"][rel]["documents"] == len(recovered[rel])
     assert len(manifest["sources"]["c4/c4-train.00000-of-01024.jsonl"]["units"]) > 3  # split by byte range
     assert all(len(p["units"]) == 1 for rel, p in manifest["sources"].items() if rel.endswith((".zst", ".gz")))
-    assert manifest["sources"]["arxiv/arxiv_0a1b.jsonl"]["documents"] == 55  # the empty text is skipped
+    assert manifest["sources"]["arxiv/arxiv_0a1b.jsonl"]["documents"] == 55  # the empty text is skipped, and counted:
+    assert manifest["sources"]["arxiv/arxiv_0a1b.jsonl"]["empty"] == manifest["subsets"]["arxiv"]["empty"] == manifest["empty"] == 1
     assert manifest["tokens"] == sum(c["tokens"] for c in manifest["chunks"]) == sum(s["tokens"] for s in manifest["subsets"].values())
     assert manifest["dtype"] == "uint16" and manifest["chunk_size"] == 4096 and manifest["filler"] == 2
     assert manifest["tokenizer"] == {"kind": "sentencepiece", "file": "tokenizer.model", "sha256": tokenizer.sha256, "vocab_size": 1000, "bos_id": 1, "eos_id": 2}
@@ -217,17 +218,30 @@ def test_two_nodes_together_write_the_same_bytes_as_one(prepared, corpus, tokeni
     assert tree(shared) == tree(prepared)
 
 
-def test_slurm_array_task_picks_the_node_share(prepared, corpus, tokenizer_model, tmp_path, monkeypatch, capsys):
+def test_slurm_array_task_prepares_all_unless_asked_to_share(prepared, corpus, tokenizer_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
     monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "4")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "5")
-    run(corpus, tokenizer_model, tmp_path / "d")
-    assert "node 1 of 2" in capsys.readouterr().out
+    # An array over several corpora: each task prepares its corpus whole.
+    run(corpus, tokenizer_model, tmp_path / "whole")
+    out = capsys.readouterr().out
+    assert "node" not in out and "sharing" not in out
+    assert tree(tmp_path / "whole") == tree(prepared)
+    # Asked to share: each task takes its share, and says so.
+    run(corpus, tokenizer_model, tmp_path / "d", array_share=True)
+    out = capsys.readouterr().out
+    assert "sharing the corpus among the 2 tasks of SLURM job array 77 (--array_share): this is share 1 of 2" in out and "node 1 of 2" in out
+    assert not (tmp_path / "d" / "manifest.json").exists()
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")
-    run(corpus, tokenizer_model, tmp_path / "d")
+    run(corpus, tokenizer_model, tmp_path / "d", array_share=True)
     assert tree(tmp_path / "d") == tree(prepared)
     with pytest.raises(PajamaError, match="--overwrite with 2 nodes"):
-        run(corpus, tokenizer_model, tmp_path / "d", overwrite=True)
+        run(corpus, tokenizer_model, tmp_path / "d", overwrite=True, array_share=True)
+    for name in ("SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(name)
+    with pytest.raises(PajamaError, match="--array_share true: not running in a SLURM job array"):
+        run(corpus, tokenizer_model, tmp_path / "d", array_share=True)
 
 
 def test_sample_layout_with_the_old_cc_name_and_relative_paths(tmp_path, tokenizer_model, tokenizer, stdlib_texts, monkeypatch, jsonl):
@@ -472,7 +486,7 @@ def test_verify_passes_a_complete_destination_and_lists_each_problem(prepared, c
         verify(d)
     out = capsys.readouterr().out
     assert f"problem: {d / files[0]}: listed in the manifest but missing" in out
-    assert f"problem: {d / files[1]}: 100 bytes, expected" in out
+    assert f"problem: {d / files[1]}: truncated at byte 100: 100 bytes, expected 8,216" in out
     assert "1 chunk file(s) not in the manifest: cc_extra_0000000000.bin" in out
     assert "tokens" in out and "the unit records add up to" in out
     assert str(e.value).startswith(f"{d}: ") and "problem(s)" in str(e.value) and "\n" not in str(e.value)
@@ -626,3 +640,53 @@ def test_data_prepared_before_the_tokenizer_was_kept_still_verifies(prepared, tm
     assert capsys.readouterr().out.startswith(f"OK: {d} is complete and consistent")
     inspect(d)
     assert "pass --tokenizer_path to see decoded documents" in capsys.readouterr().out
+
+
+def test_prepare_records_chunk_checksums_that_find_a_file_damaged_later(prepared, tmp_path, capsys):
+    import zlib
+
+    from pajama.loader import load_prepared, verify_prepared
+
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    assert manifest["checksums"] == {"kind": "crc32", "block_bytes": 1 << 20}
+    for chunk in manifest["chunks"]:  # each file is one block here: its CRC-32, computed apart
+        assert chunk["crc32"] == [zlib.crc32((prepared / chunk["file"]).read_bytes())]
+    d = tmp_path / "d"
+    shutil.copytree(prepared, d)
+    victim = manifest["chunks"][3]
+    data = bytearray((d / victim["file"]).read_bytes())
+    data[5000] ^= 0x01  # overwritten after prepare: same size, same header
+    (d / victim["file"]).write_bytes(bytes(data))
+    with pytest.raises(PajamaError, match="1 problem"):
+        verify(d)
+    assert f"problem: {d / victim['file']}: damaged at byte 0: bytes 0-8,215 differ from what prepare wrote" in capsys.readouterr().out
+    with pytest.raises(PajamaError, match=f"1 of {len(manifest['chunks'])} chunk files damaged: {re.escape(str(d / victim['file']))}: damaged at byte 0"):
+        verify_prepared(d)
+    # Training with the checksums asked for names it before any of its tokens is used.
+    stream = load_prepared(d, verify_checksums=True).streams[victim["subset"]]
+    first = next(i for i, f in enumerate(stream.files) if f.name == victim["file"])
+    with pytest.raises(PajamaError, match=re.escape(f"{d / victim['file']}: damaged at byte 0")):
+        stream.read(int(stream.offsets[first]), 1)
+
+
+def test_data_prepared_before_checksums_were_recorded_still_verifies_and_loads(prepared, tmp_path, capsys):
+    from pajama.loader import load_prepared
+
+    d = tmp_path / "d"
+    shutil.copytree(prepared, d)
+    manifest = json.loads((d / "manifest.json").read_text())
+    del manifest["checksums"]
+    for chunk in manifest["chunks"]:
+        del chunk["crc32"]
+    (d / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    for record in (d / "units").glob("*.json"):
+        r = json.loads(record.read_text())
+        for chunk in r["chunks"]:
+            del chunk["crc32"]
+        record.write_text(json.dumps(r))
+    verify(d)
+    out = capsys.readouterr().out
+    assert "have no checksums (prepared before pajama recorded them)" in out and f"OK: {d} is complete and consistent" in out
+    data = load_prepared(d, verify_checksums=True)
+    assert sum(s.tokens for s in data.streams.values()) == manifest["tokens"]
+    assert "have no checksums" in capsys.readouterr().out

@@ -23,9 +23,10 @@ from pajama.corpora.quality import load_rules
 from pajama.prepare import prepare
 
 SNAPSHOTS = ("2022-49", "2023-06")
+# The rules of the dataset card's Gopher example (``gopher_card``), which the documents below are crafted against.
 GOPHER = (
-    "gopher_word_count_min", "gopher_word_count_max", "gopher_mean_word_length_min", "gopher_mean_word_length_max",
-    "gopher_symbol_to_word_ratio", "gopher_bullet_lines", "gopher_top_2gram",
+    "gopher_card_word_count_min", "gopher_card_word_count_max", "gopher_card_mean_word_length_min", "gopher_card_mean_word_length_max",
+    "gopher_card_symbol_to_word_ratio", "gopher_card_bullet_lines", "gopher_card_top_2gram",
 )  # fmt: skip
 BULLETS = ("-", "*", "•", "●")
 
@@ -62,7 +63,8 @@ def compute_signals(text: str) -> dict[str, list]:
 
 
 def gopher_rejects(signals: dict) -> tuple[set[str], set[str]]:
-    """(Gopher rules that reject, those whose value is null), written apart from pajama."""
+    """(rules of the dataset card's Gopher example that reject, those whose value is null),
+    written from the card apart from pajama."""
 
     def first(name):
         spans = signals.get(name) or []
@@ -75,24 +77,24 @@ def gopher_rejects(signals: dict) -> tuple[set[str], set[str]]:
     ):
         value = first(signal)
         if value is None:
-            null |= {f"gopher_{name}_min", f"gopher_{name}_max"}
+            null |= {f"gopher_card_{name}_min", f"gopher_card_{name}_max"}
         else:
             if value < low:
-                out.add(f"gopher_{name}_min")
+                out.add(f"gopher_card_{name}_min")
             if value > high:
-                out.add(f"gopher_{name}_max")
+                out.add(f"gopher_card_{name}_max")
     for name, signal, high in (("symbol_to_word_ratio", "rps_doc_symbol_to_word_ratio", 0.1), ("top_2gram", "rps_doc_frac_chars_top_2gram", 0.2)):
         value = first(signal)
         if value is None:
-            null.add(f"gopher_{name}")
+            null.add(f"gopher_card_{name}")
         elif value > high:
-            out.add(f"gopher_{name}")
+            out.add(f"gopher_card_{name}")
     bullets = [s[2] for s in signals.get("rps_lines_start_with_bulletpoint") or [] if s[2] is not None]
     lines = first("ccnet_nlines")
     if not bullets or not lines:
-        null.add("gopher_bullet_lines")
+        null.add("gopher_card_bullet_lines")
     elif sum(bullets) / lines > 0.9:
-        out.add("gopher_bullet_lines")
+        out.add("gopher_card_bullet_lines")
     return out, null
 
 
@@ -253,7 +255,7 @@ def test_fixture_has_a_document_failing_each_gopher_rule_alone_and_null_values(v
                 alone.update(hits)
             nulls.update(null)
     assert set(alone) == set(GOPHER)
-    assert nulls["gopher_word_count_min"] and nulls["gopher_mean_word_length_max"] and nulls["gopher_bullet_lines"]
+    assert nulls["gopher_card_word_count_min"] and nulls["gopher_card_mean_word_length_max"] and nulls["gopher_card_bullet_lines"]
 
 
 def test_layout_is_detected_and_files_chosen(v2):
@@ -275,7 +277,7 @@ def test_layout_is_detected_and_files_chosen(v2):
 def gopher_prepared(v2, tokenizer_model, tmp_path_factory) -> Path:
     destination = tmp_path_factory.mktemp("rpv2_gopher") / "data"
     with pytest.raises(PajamaError, match="could not be read to the end"):  # the truncated file
-        run(v2.root, tokenizer_model, destination, filters="gopher", dedup=True)
+        run(v2.root, tokenizer_model, destination, filters="gopher_card", dedup=True, count_removed_tokens=True)
     return destination
 
 
@@ -291,17 +293,39 @@ def test_gopher_and_dedup_keep_exactly_what_the_rules_keep(v2, gopher_prepared, 
     every_id = {i for ids in removed.values() for i in ids}
     assert report["removed"]["documents"] == len(every_id)
     texts = {f"{t}.json.gz/{r}": x for t in v2.documents for r, x in enumerate(v2.documents[t])}
+    assert report["removed"]["characters"] == sum(len(texts[i]) for i in every_id)
     assert report["removed"]["tokens"] == sum(token_count(tokenizer, texts[i]) for i in every_id)
     assert report["read"] == report["kept"] + report["removed"]["documents"] == len(kept) + len(every_id)
     for name, ids in removed.items():
         entry = report["by_rule"][name]
         assert entry["documents"] == len(ids), name
+        assert entry["characters"] == sum(len(texts[i]) for i in ids), name
         assert entry["tokens"] == sum(token_count(tokenizer, texts[i]) for i in ids), name
         assert entry["null"] == null[name], name
         assert entry["examples"] and set(entry["examples"]) <= set(ids)
     missing = [n for n in report["notes"] if "no duplicate list" in n]
     assert len(missing) == 2 and all("2022-49/0001" in n for n in missing)
     assert len(manifest["errors"]) == 1 and v2.truncated in manifest["errors"][0]
+
+
+def test_removed_documents_are_counted_in_characters_without_tokenizing_them(v2, gopher_prepared, tokenizer_model, tmp_path, monkeypatch, capsys):
+    import pajama.prepare
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("removed documents were tokenized without --count_removed_tokens")
+
+    monkeypatch.setattr(pajama.prepare, "_token_counts", no_tokenizing)
+    destination = tmp_path / "data"
+    with pytest.raises(PajamaError, match="could not be read to the end"):
+        run(v2.root, tokenizer_model, destination, filters="gopher_card", dedup=True)
+    report = json.loads((destination / "manifest.json").read_text())["filtering"]
+    counted = json.loads((gopher_prepared / "manifest.json").read_text())["filtering"]
+    assert report["removed"] == {k: counted["removed"][k] for k in ("documents", "characters")}
+    assert report["by_rule"] == {name: {k: v for k, v in entry.items() if k != "tokens"} for name, entry in counted["by_rule"].items()}
+    out = capsys.readouterr().out
+    assert re.search(r"filters: [\d,]+ of [\d,]+ documents removed \([\d.]+%\), [\d,]+ characters; [\d,]+ kept", out)
+    assert " tokens" not in out.split("filters: ", 1)[1].split("\n")[1]  # no tokens column
+    assert sorted(p.name for p in destination.glob("*.bin")) == sorted(p.name for p in gopher_prepared.glob("*.bin"))
 
 
 def test_summary_lists_every_rule(v2, gopher_prepared, tokenizer_model, capsys):
@@ -404,18 +428,41 @@ def test_damaged_signals_file_keeps_the_documents_before_it(v2, tokenizer_model,
     judged = len(complete_lines(data[: len(data) // 2]))
     destination = tmp_path / "data"
     with pytest.raises(PajamaError, match="could not be read to the end"):
-        run(root, tokenizer_model, destination, filters=["gopher"], snapshots=["2023-06"], partitions=["head"])
+        run(root, tokenizer_model, destination, filters=["gopher_card"], snapshots=["2023-06"], partitions=["head"])
     manifest = json.loads((destination / "manifest.json").read_text())
     assert "signals file" in manifest["errors"][0]
     kept = [t for t, s in zip(v2.documents[tag][:judged], v2.signals[tag][:judged]) if not gopher_rejects(s)[0]]
     assert manifest["documents"] == len(kept)
     assert manifest["filtering"]["read"] == judged == manifest["filtering"]["kept"] + manifest["filtering"]["removed"]["documents"]
 
-    signals.unlink()  # no signals file at all: nothing of the documents file can be judged
-    with pytest.raises(PajamaError, match="signals file missing"):
-        run(root, tokenizer_model, destination, filters=["gopher"], snapshots=["2023-06"], partitions=["head"])
+
+def test_missing_signals_file_is_a_note_and_the_unit_is_redone_once_it_is_there(v2, tokenizer_model, tokenizer, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "v2"
+    tag = "2023-06/0000/en_head"
+    for rel in (f"documents/{tag}.json.gz", f"duplicates/{tag}.duplicates.parquet"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(v2.root / rel, root / rel)
+    # Some signals files are missing upstream: nothing of the documents file can be judged, and
+    # rerunning does not help, so it is a note, not an error; its documents are left out.
+    destination = tmp_path / "data"
+    run(root, tokenizer_model, destination, filters=["gopher_card"], snapshots=["2023-06"], partitions=["head"])
+    assert "quality_signals/2023-06/0000/en_head.signals.json.gz missing" in capsys.readouterr().out
     manifest = json.loads((destination / "manifest.json").read_text())
-    assert manifest["documents"] == 0 and manifest["filtering"]["read"] == 0
+    report = manifest["filtering"]
+    assert manifest["documents"] == 0 and manifest["errors"] == []
+    assert report["read"] == report["removed"]["documents"] == report["by_rule"]["missing_signals"]["documents"] == len(v2.documents[tag])
+    assert any("no signals file" in n for n in report["notes"])
+
+    # Once it is there (published later), the same command redoes that unit.
+    signals = root / "quality_signals" / f"{tag}.signals.json.gz"
+    signals.parent.mkdir(parents=True)
+    shutil.copy(v2.root / "quality_signals" / f"{tag}.signals.json.gz", signals)
+    run(root, tokenizer_model, destination, filters=["gopher_card"], snapshots=["2023-06"], partitions=["head"])
+    assert "0 already done, 1 to do" in capsys.readouterr().out
+    kept = [t for t, s in zip(v2.documents[tag], v2.signals[tag]) if not gopher_rejects(s)[0]]
+    assert json.loads((destination / "manifest.json").read_text())["documents"] == len(kept)
 
 
 # -- download ------------------------------------------------------------------------------
@@ -486,6 +533,82 @@ def test_download_from_listings(v2, tmp_path, capsys):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- the gopher set is the paper's rules, gopher_card the card's example ------------------
+
+
+def test_gopher_is_the_papers_rules_and_gopher_card_the_cards_example():
+    from pajama.corpora.quality import builtin_rules, judge
+
+    def first(s, name):
+        return s[name][0][2] if s.get(name) else None
+
+    def bullet_share(s):
+        lines = first(s, "ccnet_nlines")
+        return sum(x[2] for x in s["rps_lines_start_with_bulletpoint"]) / lines if lines else None
+
+    # Rae et al. 2021, appendix A.1.1: 50 to 100,000 words; mean word length 3 to 10; symbol-to-word
+    # ratio at most 0.1; at most 90 % of lines starting with a bullet, 30 % ending with an ellipsis;
+    # at least 80 % of words with an alphabetic character; top 2/3/4-gram character fractions at most
+    # 0.20/0.18/0.16; duplicate 5..10-gram fractions at most 0.15, 0.14, 0.13, 0.12, 0.11, 0.10.
+    paper = {
+        "gopher_word_count_min": (lambda s: first(s, "rps_doc_word_count"), lambda v: v < 50),
+        "gopher_word_count_max": (lambda s: first(s, "rps_doc_word_count"), lambda v: v > 100_000),
+        "gopher_mean_word_length_min": (lambda s: first(s, "rps_doc_mean_word_length"), lambda v: v < 3),
+        "gopher_mean_word_length_max": (lambda s: first(s, "rps_doc_mean_word_length"), lambda v: v > 10),
+        "gopher_symbol_to_word_ratio": (lambda s: first(s, "rps_doc_symbol_to_word_ratio"), lambda v: v > 0.1),
+        "gopher_bullet_lines": (bullet_share, lambda v: v > 0.9),
+        "gopher_ellipsis_lines": (lambda s: first(s, "rps_doc_frac_lines_end_with_ellipsis"), lambda v: v > 0.3),
+        "gopher_alphabetic_words": (lambda s: first(s, "rps_doc_frac_no_alph_words"), lambda v: 1 - v < 0.8),
+        "gopher_top_2gram": (lambda s: first(s, "rps_doc_frac_chars_top_2gram"), lambda v: v > 0.20),
+        "gopher_top_3gram": (lambda s: first(s, "rps_doc_frac_chars_top_3gram"), lambda v: v > 0.18),
+        "gopher_top_4gram": (lambda s: first(s, "rps_doc_frac_chars_top_4gram"), lambda v: v > 0.16),
+        "gopher_dupe_5grams": (lambda s: first(s, "rps_doc_frac_chars_dupe_5grams"), lambda v: v > 0.15),
+        "gopher_dupe_6grams": (lambda s: first(s, "rps_doc_frac_chars_dupe_6grams"), lambda v: v > 0.14),
+        "gopher_dupe_7grams": (lambda s: first(s, "rps_doc_frac_chars_dupe_7grams"), lambda v: v > 0.13),
+        "gopher_dupe_8grams": (lambda s: first(s, "rps_doc_frac_chars_dupe_8grams"), lambda v: v > 0.12),
+        "gopher_dupe_9grams": (lambda s: first(s, "rps_doc_frac_chars_dupe_9grams"), lambda v: v > 0.11),
+        "gopher_dupe_10grams": (lambda s: first(s, "rps_doc_frac_chars_dupe_10grams"), lambda v: v > 0.10),
+    }
+    # The RedPajama-V2 dataset card's example: word count < 50 or > 10,000; mean word length < 3 or
+    # > 10; symbol-to-word ratio > 0.1; bullet-start lines / ccnet_nlines > 0.9; top 2-gram > 0.2.
+    card = {
+        "gopher_card_word_count_min": (lambda s: first(s, "rps_doc_word_count"), lambda v: v < 50),
+        "gopher_card_word_count_max": (lambda s: first(s, "rps_doc_word_count"), lambda v: v > 10_000),
+        "gopher_card_mean_word_length_min": (lambda s: first(s, "rps_doc_mean_word_length"), lambda v: v < 3),
+        "gopher_card_mean_word_length_max": (lambda s: first(s, "rps_doc_mean_word_length"), lambda v: v > 10),
+        "gopher_card_symbol_to_word_ratio": (lambda s: first(s, "rps_doc_symbol_to_word_ratio"), lambda v: v > 0.1),
+        "gopher_card_bullet_lines": (bullet_share, lambda v: v > 0.9),
+        "gopher_card_top_2gram": (lambda s: first(s, "rps_doc_frac_chars_top_2gram"), lambda v: v > 0.2),
+    }
+    for name, checks in (("gopher", paper), ("gopher_card", card)):
+        rules = builtin_rules(name)
+        assert [r.name for r in rules] == list(checks)
+        rng = random.Random(7)
+        seen = Counter()
+        for _ in range(2000):
+            n_lines = rng.randint(1, 6)
+            signals = {
+                "rps_doc_word_count": [[0, 1, rng.choice([10, 49, 50, 5_000, 10_000, 10_001, 100_000, 100_001])]],
+                "rps_doc_mean_word_length": [[0, 1, rng.uniform(2, 11)]],
+                "rps_doc_symbol_to_word_ratio": [[0, 1, rng.uniform(0, 0.15)]],
+                "ccnet_nlines": [[0, 1, n_lines]],
+                "rps_lines_start_with_bulletpoint": [[i, i + 1, float(rng.random() < 0.9)] for i in range(n_lines)],
+                "rps_doc_frac_lines_end_with_ellipsis": [[0, 1, rng.uniform(0, 0.4)]],
+                "rps_doc_frac_no_alph_words": [[0, 1, rng.uniform(0, 0.3)]],
+                **{f"rps_doc_frac_chars_top_{n}gram": [[0, 1, rng.uniform(0, 0.3)]] for n in (2, 3, 4)},
+                **{f"rps_doc_frac_chars_dupe_{n}grams": [[0, 1, rng.uniform(0, 0.2)]] for n in range(5, 11)},
+            }
+            want = {rule for rule, (value_of, rejects) in checks.items() if rejects(value_of(signals))}
+            hits, null = judge(rules, signals)
+            assert (set(hits), null) == (want, []), (name, signals)
+            seen.update(hits)
+        assert set(seen) == set(checks), name  # every rule rejected something
+    # A document of 50,000 words: too long for the card's example, not for the paper.
+    long = {"rps_doc_word_count": [[0, 1, 50_000]]}
+    assert "gopher_card_word_count_max" in judge(builtin_rules("gopher_card"), long)[0]
+    assert "gopher_word_count_max" not in judge(builtin_rules("gopher"), long)[0]
 
 
 # -- the c4 and refinedweb sets, on random signals -----------------------------------------
@@ -578,7 +701,7 @@ def test_command_line_with_every_filter_set(v2, tokenizer_model, tmp_path, capsy
     report = json.loads((destination / "manifest.json").read_text())["filtering"]
     # The tree has no signals of the c4 and refinedweb sets but Gopher's: null for every
     # document, so those rules remove nothing (Gopher's own signals do, through refinedweb's too).
-    assert report["by_rule"]["c4_curly_bracket"] == {"documents": 0, "tokens": 0, "null": report["read"], "examples": []}
+    assert report["by_rule"]["c4_curly_bracket"] == {"documents": 0, "characters": 0, "null": report["read"], "examples": []}
     assert report["by_rule"]["refinedweb_word_count_min"]["documents"] == sum(
         1 for t in v2.documents if t.startswith("2022-49") and t.endswith(("en_head", "en_middle")) for s in v2.signals[t] if (s["rps_doc_word_count"][0][2] or 100) < 50
     )
@@ -596,7 +719,7 @@ def test_command_line_with_every_filter_set(v2, tokenizer_model, tmp_path, capsy
 def test_output_is_the_same_with_two_workers(v2, gopher_prepared, tokenizer_model, tmp_path):
     destination = tmp_path / "data"
     with pytest.raises(PajamaError, match="could not be read to the end"):
-        run(v2.root, tokenizer_model, destination, filters="gopher", dedup=True, num_workers=2)
+        run(v2.root, tokenizer_model, destination, filters="gopher_card", dedup=True, count_removed_tokens=True, num_workers=2)
     files = sorted(p.name for p in gopher_prepared.glob("*.bin"))
     assert files == sorted(p.name for p in destination.glob("*.bin"))
     assert all((destination / f).read_bytes() == (gopher_prepared / f).read_bytes() for f in files)

@@ -113,16 +113,17 @@ def test_bad_lines_are_counted_with_file_and_line_and_good_ones_kept(tmp_path, j
             b'{"text": "lone \\ud800 surrogate"}',
             b"",
             ["a", "list"],
-            "",  # empty text: skipped silently
+            "",  # empty text: skipped and counted
             "good 2 \\ud83d\\ude00 and 😀",
             b'{"text": "paired \\ud83d\\ude00 surrogates"}',
             b'{"text": "ascii text", "meta": "lone \\udc00 in another field"}',
         ],
     )
     bad = BadLines()
-    docs = list(reader(path, bad=bad))
+    read = reader(path, bad=bad)
+    docs = list(read)
     assert [(d.text, d.line) for d in docs] == [("good 1", 1), ("good 2 \\ud83d\\ude00 and 😀", 10), ("paired 😀 surrogates", 11), ("ascii text", 12)]
-    assert bad.count == 7
+    assert bad.count == 7 and read.empty == 1
     assert bad.examples == [
         f"{path}:2: not valid JSON (Unterminated string starting at, column 10)",
         f'{path}:3: no string "text" field',

@@ -18,7 +18,7 @@ import torch
 from pajama import PajamaError, checkpoint
 from pajama.cli import build_parser
 from pajama.corpora import SUBSETS
-from pajama.train import EXIT_INTERRUPTED, EXIT_PREEMPTED, TrainConfig, pretrain
+from pajama.training import EXIT_INTERRUPTED, EXIT_PREEMPTED, TrainConfig, pretrain
 
 SMALL = [
     "--model_name", "tiny", "--block_size", "32", "--batch_size", "8", "--micro_batch_size", "2",
@@ -229,6 +229,22 @@ def test_two_process_fsdp_matches_one_process_and_resumes_on_one(prepared, tmp_p
         assert math.isclose(one[step], two[step], rel_tol=1e-4), (step, one[step], two[step])
 
 
+def test_four_process_fsdp_matches_one_process_and_its_checkpoint_resumes_on_two(prepared, tmp_path):
+    """The step's numerics at more ranks than two, with real processes (gloo): FSDP2 over 4, then
+    its sharded checkpoint resharded onto 2, against one process, step for step."""
+    data, _ = prepared
+    common = ["pretrain", "--train_data_dir", data, *SMALL, "--lr_decay_iters", "100", "--save_interval", "3", "--eval_interval", "3"]
+    pajama(*common, "--max_iters", "5", "--out_dir", tmp_path / "one")
+    result = pajama(*common, "--max_iters", "3", "--devices", "4", "--out_dir", tmp_path / "many")
+    assert "4 device(s) x 2 sequences x 1 accumulation" in result.stdout
+    result = pajama(*common, "--max_iters", "5", "--devices", "2", "--out_dir", tmp_path / "many")
+    assert "resumed from" in result.stdout and "2 device(s) x 2 sequences x 2 accumulation" in result.stdout
+    one, many = losses(tmp_path / "one"), losses(tmp_path / "many")
+    assert one.keys() == many.keys() == set(range(1, 6))
+    for step in one:
+        assert math.isclose(one[step], many[step], rel_tol=1e-4), (step, one[step], many[step])
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -304,13 +320,18 @@ def test_resume_refuses_a_different_model(prepared, tmp_path):
     out = tmp_path / "run"
     base = dict(train_data_dir=data, out_dir=out, block_size=32, batch_size=4, micro_batch_size=4, max_iters=2, save_interval=2, eval_iters=1, accelerator="cpu")
     pretrain(TrainConfig(model_name="tiny", **base))
-    with pytest.raises(PajamaError, match="cannot resume .*model differs"):
+    with pytest.raises(PajamaError, match="cannot resume .*model differs") as refused:
         pretrain(TrainConfig(model_name="small", **base))
+    # The advice works as given: deleting the checkpoints it names lets a new run start there.
+    assert "--resume none" not in str(refused.value) and str(out / "checkpoints") in str(refused.value)
     # A save killed half-way leaves a hidden temporary directory that is never taken for a checkpoint.
     (out / "checkpoints" / ".step-00000004.tmp").mkdir()
     assert [p.name for p in checkpoint.list_checkpoints(out)] == ["step-00000002"]
     pretrain(TrainConfig(model_name="tiny", **{**base, "max_iters": 4, "save_interval": 4}))
     assert [p.name for p in checkpoint.list_checkpoints(out)] == ["step-00000002", "step-00000004"]
+    shutil.rmtree(out / "checkpoints")  # what the refusal advised
+    pretrain(TrainConfig(model_name="small", **{**base, "resume": "none"}))
+    assert checkpoint.read_meta(checkpoint.list_checkpoints(out)[-1])["model"]["name"] == "small"
 
 
 def test_clear_errors_without_traceback(prepared, tmp_path):
@@ -320,8 +341,26 @@ def test_clear_errors_without_traceback(prepared, tmp_path):
     result = pajama("pretrain", "--train_data_dir", empty, "--model_name", "tiny", "--out_dir", tmp_path / "o", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == f"pajama: error: {empty}: no prepared chunk files found (run pajama prepare first)"
-    result = pajama("pretrain", "--train_data_dir", data, "--devices", "4", "--batch_size", "125", "--micro_batch_size", "5", "--accelerator", "cpu", check=False)
-    assert result.returncode == 1 and "is not a multiple of micro_batch_size 5 x 4 devices; try --batch_size 120 or 140" in result.stderr
+    # A global batch that micro-batches would change by more than 5 %: refused before anything starts, with what would work.
+    result = pajama("pretrain", "--train_data_dir", data, "--devices", "4", "--batch_size", "125", "--micro_batch_size", "8", "--accelerator", "cpu", check=False)
+    assert result.returncode == 1 and result.stderr.strip() == (
+        "pajama: error: --batch_size 125 does not split into micro-batches of 8 on 4 device(s): it would become 96 sequences, "
+        "more than 5% off; try --batch_size 96 or 128"
+    )
+
+
+def test_the_howto_command_on_four_devices_rounds_the_batch_down_as_lit_llama_does(prepared, tmp_path):
+    """`pajama pretrain --devices 4 --train_data_dir ...` with the howto's batch defaults (125 global, micro-batch 5):
+    125 // 4 // 5 = 6 accumulation steps, 120 sequences per step, said in one line (the model made tiny to fit here)."""
+    data, _ = prepared
+    out = tmp_path / "run"
+    result = pajama(
+        "pretrain", "--devices", "4", "--train_data_dir", data, "--out_dir", out, "--accelerator", "cpu", "--model_name", "tiny",
+        "--block_size", "16", "--max_iters", "1", "--eval_iters", "1", "--precision", "32-true",
+    )  # fmt: skip
+    assert "note: global batch 125 -> 120 sequences: 4 device(s) x 5 sequences x 6 accumulation (rounded down, as lit-llama does)" in result.stdout
+    assert "4 device(s) x 5 sequences x 6 accumulation = 120 sequences" in result.stdout
+    assert checkpoint.read_meta(checkpoint.list_checkpoints(out)[-1])["train"]["batch_size"] == 120
 
 
 def test_settings_that_cannot_work_are_refused_before_anything_runs(prepared, straight, tmp_path):
@@ -397,28 +436,29 @@ def test_flag_mistakes_are_one_line_in_the_flags_own_names(capsys, argv, message
 
 
 def change_training_loss(monkeypatch, on_call: int, change) -> None:
-    """Make the loss of the ``on_call``-th training micro-batch of this process ``change(loss, logits)``."""
-    import pajama.train as train
+    """Make the loss of the ``on_call``-th training micro-batch of this process ``change(loss, hidden)``
+    (``hidden``: the final hidden states the loss projects to the vocabulary)."""
+    import pajama.model as model
 
-    real_cross_entropy = torch.nn.functional.cross_entropy
+    real_loss = model.linear_cross_entropy
     calls = []
 
-    def cross_entropy(input, target, **kwargs):
-        loss = real_cross_entropy(input, target, **kwargs)
+    def linear_cross_entropy(hidden, weight, targets, **kwargs):
+        loss = real_loss(hidden, weight, targets, **kwargs)
         if torch.is_grad_enabled():
             calls.append(1)
             if len(calls) == on_call:
-                loss = change(loss, input)
+                loss = change(loss, hidden)
         return loss
 
-    monkeypatch.setattr(train.F, "cross_entropy", cross_entropy)
+    monkeypatch.setattr(model, "linear_cross_entropy", linear_cross_entropy)
 
 
 def test_fp16_scales_the_loss_skips_an_overflow_and_resumes_exactly(prepared, tmp_path, monkeypatch):
-    import pajama.train as train
+    import pajama.training.launch as launch
 
     data, _ = prepared
-    monkeypatch.setattr(train, "LOSS_SCALE_GROWTH_INTERVAL", 2)  # the scale doubles every 2 good steps
+    monkeypatch.setattr(launch, "LOSS_SCALE_GROWTH_INTERVAL", 2)  # the scale doubles every 2 good steps
     # Step 6's first micro-batch: the same loss, with gradients far past fp16's range.
     change_training_loss(monkeypatch, 11, lambda loss, logits: loss + 1e4 * (logits - logits.detach()).sum())
     base = dict(
@@ -440,24 +480,24 @@ def test_fp16_scales_the_loss_skips_an_overflow_and_resumes_exactly(prepared, tm
     assert all(again[s]["loss"] == metrics[s]["loss"] and again[s]["loss_scale"] == metrics[s]["loss_scale"] for s in again)
 
 
-def test_micro_batch_auto_fits_the_memory_plan_keeps_the_global_batch_and_is_reused_on_resume(prepared, tmp_path, monkeypatch, capsys):
-    import pajama.train as train
-    from pajama.memory import estimate
+def test_micro_batch_auto_fits_the_traced_step_keeps_the_global_batch_and_is_reused_on_resume(prepared, tmp_path, monkeypatch, capsys):
+    import pajama.training.plan as plan
     from pajama.model_config import preset
+    from pajama.training.trace import trace_step
 
     data, _ = prepared
     config = preset("tiny").replace(vocab_size=512, block_size=32)
-    weights = 4 * config.num_parameters()
-    between_3_and_4 = (estimate(config, 1, 3, 32, "single", False, "32-true")["total"] + estimate(config, 1, 4, 32, "single", False, "32-true")["total"]) / 2
-    monkeypatch.setattr(train, "available_memory", lambda: (between_3_and_4 - weights) / train.CPU_MEMORY_SHARE)
+    # With accumulation (8 sequences per step), the gradients are held between micro-batches: traced with 2.
+    traced = [trace_step(config, 1, micro, 32, "32-true", "single", "none", accumulation=2, device="cpu").peak_bytes["total"] for micro in (3, 4)]
+    monkeypatch.setattr(plan, "available_memory", lambda: sum(traced) / 2 / plan.CPU_MEMORY_SHARE)  # 3 sequences fit, 4 do not
     base = dict(train_data_dir=data, model_name="tiny", out_dir=tmp_path / "run", block_size=32, batch_size=8, micro_batch_size="auto", eval_iters=1, accelerator="cpu", precision="32-true")
     pretrain(TrainConfig(max_iters=2, **base))
     out = capsys.readouterr().out
-    assert "micro-batch 2 (auto: 3 fit, memory plan within" in out  # 3 fit; 2 divides the batch of 8
+    assert "micro-batch 2 (auto: 3 fit, traced step within" in out  # 3 fit; 2 divides the batch of 8
     assert "1 device(s) x 2 sequences x 4 accumulation = 8 sequences" in out
     meta = checkpoint.read_meta(tmp_path / "run")
     assert meta["train"]["micro_batch_size"] == 2 and meta["train"]["batch_size"] == 8
-    monkeypatch.setattr(train, "available_memory", lambda: 100 * weights)  # more room now: the run keeps its micro-batch
+    monkeypatch.setattr(plan, "available_memory", lambda: 100 * traced[1])  # more room now: the run keeps its micro-batch
     pretrain(TrainConfig(max_iters=3, **base))
     assert "micro-batch 2 (auto), as the run began" in capsys.readouterr().out
 

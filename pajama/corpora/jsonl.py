@@ -27,8 +27,8 @@ class DocumentReader:
     ``source.text_field``; for a routed file also a known ``meta.redpajama_set_name``, whose
     subset the document carries; documents of subsets not kept are counted in ``excluded``).
     Any other line is a bad line: counted in ``bad`` (with its ``file:line``) and skipped, or,
-    with ``strict``, raised as :class:`PajamaError`. Empty texts are skipped silently: there is
-    nothing to train on. A file that cannot be read to its end (a directory, an empty file,
+    with ``strict``, raised as :class:`PajamaError`. Empty texts are skipped and counted in
+    ``empty``: there is nothing to train on. A file that cannot be read to its end (a directory, an empty file,
     corrupt or truncated compressed data) raises :class:`UnreadableInput` after every complete
     line before the damage has been yielded. ``position`` is how far into the file on disk
     the reading has got (compressed bytes for a compressed file), for progress reports.
@@ -39,6 +39,7 @@ class DocumentReader:
         self.bad = bad if bad is not None else BadLines()
         self.position = start
         self.lines_read = 0
+        self.empty = 0  # records whose text is empty
         self.excluded: dict[str, int] = {}  # documents of subsets not kept, by subset
         self._base: int | None = 0 if start == 0 else None  # lines before ``start``, counted only if needed
 
@@ -122,6 +123,7 @@ class DocumentReader:
                 # those lines are checked below. An ASCII text (the flag is free to read) has none.
                 if text.__class__ is str and (text.isascii() or ("\\ud" not in line and "\\uD" not in line)):
                     if not text:
+                        self.empty += 1
                         continue
                     if not routed:
                         yield Document(text, self.lines_read)
@@ -137,9 +139,11 @@ class DocumentReader:
                 pass
             problem, text, subset = _check(raw, key, routed)
             if problem is None:  # a surrogate pair escape, which is fine
-                if text and subset is not None and subset not in keep:
+                if not text:
+                    self.empty += 1
+                elif subset is not None and subset not in keep:
                     excluded[subset] = excluded.get(subset, 0) + 1
-                elif text:
+                else:
                     yield Document(text, self.lines_read, subset)
                 continue
             message = f"{self.where(self.lines_read)}: {problem}"

@@ -154,7 +154,7 @@ class ParquetReader:
     with the file. A row whose text is null or not valid UTF-8 (or, in a routed file, whose
     subset is missing or unknown) is a bad record, named ``file:row N`` (rows counted from
     0, as pyarrow does): counted in ``bad`` and skipped, or raised with ``strict``. Empty texts
-    are skipped silently. A file whose footer cannot be read (truncated: Parquet keeps its
+    are skipped and counted in ``empty``. A file whose footer cannot be read (truncated: Parquet keeps its
     index at the end, so no row of it can be found) raises :class:`UnreadableInput` at once; a
     corrupt row group raises it after every row before the damage has been yielded.
     ``consumed`` is the compressed bytes of the row groups read so far, for progress reports.
@@ -164,6 +164,7 @@ class ParquetReader:
         self.source, self.start, self.end, self.strict = source, start, end, strict
         self.bad = bad if bad is not None else BadLines()
         self.lines_read = 0  # rows read
+        self.empty = 0  # rows whose text is empty
         self.consumed = 0
         self.row_groups_read = 0
         self.excluded: dict[str, int] = {}
@@ -219,7 +220,7 @@ class ParquetReader:
                     self.lines_read += 1
                     if text.__class__ is str:
                         if not text:
-                            pass
+                            self.empty += 1
                         elif not routed:
                             yield Document(text, row + i)
                         else:

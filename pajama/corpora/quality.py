@@ -10,8 +10,16 @@ null is *null*: the rule then neither passes nor fails on evidence, and does wha
 
 Built-in rule sets (``--filters``):
 
-* ``gopher``: the thresholds of the RedPajama-V2 dataset card's Gopher example (Rae et al.
-  2021, "Scaling Language Models: Methods, Analysis & Insights from Training Gopher", A.1.1).
+* ``gopher``: the quality and repetition rules of Rae et al. 2021 ("Scaling Language Models:
+  Methods, Analysis & Insights from Training Gopher", appendix A.1.1) as far as the V2 signals
+  carry them: 50 to 100,000 words, mean word length 3 to 10, symbol-to-word ratio, bullet-point
+  and ellipsis lines, words without an alphabetic character, and the top n-gram and duplicate
+  n-gram character fractions. Not carried, so not applied: "at least two of *the, be, to, of,
+  and, that, have, with*" (V2's ``rps_doc_stop_word_fraction`` is a fraction over a longer
+  list), and the duplicate line and paragraph fractions (V2 has no such signals).
+* ``gopher_card``: the RedPajama-V2 dataset card's example of Gopher rules, a subset with
+  another word-count cap: 50 to 10,000 words, mean word length 3 to 10, symbol-to-word ratio,
+  bullet-point lines, top 2-gram fraction.
 * ``c4``: the page-level rules of C4 (Raffel et al. 2020, "Exploring the Limits of Transfer
   Learning with a Unified Text-to-Text Transformer", section 2.2) on the signals that the V2
   README maps to them. C4 removed *lines* without terminal punctuation or mentioning
@@ -106,19 +114,38 @@ def _reduce(spans: object, aggregate: str) -> object | None:
     return total if aggregate == "sum" else total / len(values)
 
 
-GOPHER_SOURCE = "RedPajama-V2 dataset card, Gopher rules (Rae et al. 2021, A.1.1)"
+GOPHER_SOURCE = "Gopher (Rae et al. 2021, app. A.1.1)"
+GOPHER_CARD_SOURCE = "RedPajama-V2 dataset card, its Gopher example"
 C4_SOURCE = "C4 (Raffel et al. 2020, sec. 2.2)"
 REFINEDWEB_SOURCE = "RefinedWeb (Penedo et al. 2023, sec. 3.2, app. G.1; Gopher's heuristics)"
+# Gopher's repetition limits: most frequent 2/3/4-gram, and duplicated 5- to 10-grams (fractions of characters).
+TOP_NGRAM_LIMITS = ((2, 0.20), (3, 0.18), (4, 0.16))
+DUPE_NGRAM_LIMITS = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
+
+
+def _gopher_quality(prefix: str, max_words: int, source: str) -> tuple[Rule, ...]:
+    """The rules Gopher's paper and the dataset card's example share, but for the word-count cap."""
+    return (
+        Rule(f"{prefix}_word_count_min", "rps_doc_word_count", "<", 50, source=source),
+        Rule(f"{prefix}_word_count_max", "rps_doc_word_count", ">", max_words, source=source),
+        Rule(f"{prefix}_mean_word_length_min", "rps_doc_mean_word_length", "<", 3, source=source),
+        Rule(f"{prefix}_mean_word_length_max", "rps_doc_mean_word_length", ">", 10, source=source),
+        Rule(f"{prefix}_symbol_to_word_ratio", "rps_doc_symbol_to_word_ratio", ">", 0.1, source=source),
+        Rule(f"{prefix}_bullet_lines", "rps_lines_start_with_bulletpoint", ">", 0.9, aggregate="sum", divide_by="ccnet_nlines", source=source),
+    )
+
 
 BUILTIN: dict[str, tuple[Rule, ...]] = {
     "gopher": (
-        Rule("gopher_word_count_min", "rps_doc_word_count", "<", 50, source=GOPHER_SOURCE),
-        Rule("gopher_word_count_max", "rps_doc_word_count", ">", 10_000, source=GOPHER_SOURCE),
-        Rule("gopher_mean_word_length_min", "rps_doc_mean_word_length", "<", 3, source=GOPHER_SOURCE),
-        Rule("gopher_mean_word_length_max", "rps_doc_mean_word_length", ">", 10, source=GOPHER_SOURCE),
-        Rule("gopher_symbol_to_word_ratio", "rps_doc_symbol_to_word_ratio", ">", 0.1, source=GOPHER_SOURCE),
-        Rule("gopher_bullet_lines", "rps_lines_start_with_bulletpoint", ">", 0.9, aggregate="sum", divide_by="ccnet_nlines", source=GOPHER_SOURCE),
-        Rule("gopher_top_2gram", "rps_doc_frac_chars_top_2gram", ">", 0.2, source=GOPHER_SOURCE),
+        *_gopher_quality("gopher", 100_000, GOPHER_SOURCE),
+        Rule("gopher_ellipsis_lines", "rps_doc_frac_lines_end_with_ellipsis", ">", 0.3, source=GOPHER_SOURCE),
+        Rule("gopher_alphabetic_words", "rps_doc_frac_no_alph_words", ">", 0.2, source=GOPHER_SOURCE),  # at least 80 % with a letter
+        *(Rule(f"gopher_top_{n}gram", f"rps_doc_frac_chars_top_{n}gram", ">", limit, source=GOPHER_SOURCE) for n, limit in TOP_NGRAM_LIMITS),
+        *(Rule(f"gopher_dupe_{n}grams", f"rps_doc_frac_chars_dupe_{n}grams", ">", limit, source=GOPHER_SOURCE) for n, limit in DUPE_NGRAM_LIMITS),
+    ),
+    "gopher_card": (
+        *_gopher_quality("gopher_card", 10_000, GOPHER_CARD_SOURCE),
+        Rule("gopher_card_top_2gram", "rps_doc_frac_chars_top_2gram", ">", 0.2, source=GOPHER_CARD_SOURCE),
     ),
     "c4": (
         # C4 dropped any page with a curly bracket (code), "lorem ipsum" (placeholder text) or a
@@ -140,13 +167,8 @@ BUILTIN: dict[str, tuple[Rule, ...]] = {
         Rule("refinedweb_mean_word_length_min", "rps_doc_mean_word_length", "<", 2, source=REFINEDWEB_SOURCE),
         Rule("refinedweb_mean_word_length_max", "rps_doc_mean_word_length", ">", 10, source=REFINEDWEB_SOURCE),
         Rule("refinedweb_symbol_to_word_ratio", "rps_doc_symbol_to_word_ratio", ">", 0.1, source=REFINEDWEB_SOURCE),
-        Rule("refinedweb_top_2gram", "rps_doc_frac_chars_top_2gram", ">", 0.20, source=REFINEDWEB_SOURCE),
-        Rule("refinedweb_top_3gram", "rps_doc_frac_chars_top_3gram", ">", 0.18, source=REFINEDWEB_SOURCE),
-        Rule("refinedweb_top_4gram", "rps_doc_frac_chars_top_4gram", ">", 0.16, source=REFINEDWEB_SOURCE),
-        *(
-            Rule(f"refinedweb_dupe_{n}grams", f"rps_doc_frac_chars_dupe_{n}grams", ">", limit, source=REFINEDWEB_SOURCE)
-            for n, limit in ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
-        ),
+        *(Rule(f"refinedweb_top_{n}gram", f"rps_doc_frac_chars_top_{n}gram", ">", limit, source=REFINEDWEB_SOURCE) for n, limit in TOP_NGRAM_LIMITS),
+        *(Rule(f"refinedweb_dupe_{n}grams", f"rps_doc_frac_chars_dupe_{n}grams", ">", limit, source=REFINEDWEB_SOURCE) for n, limit in DUPE_NGRAM_LIMITS),
         # The signal is null for domains not on the UT1 blacklist, else their category.
         Rule("refinedweb_ut1_blacklist", "rps_doc_ut1_blacklist", "!=", 0, source=REFINEDWEB_SOURCE),
     ),

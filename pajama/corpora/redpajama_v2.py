@@ -85,6 +85,11 @@ class V2File(SourceFile):
     def filtered(self) -> bool:
         return bool(self.rules) or self.dedup
 
+    @property
+    def root(self) -> Path:
+        """The corpus root, which ``relpath`` is relative to."""
+        return self.path.parents[len(self.relpath.split("/")) - 1]
+
 
 def looks_like_v2(root: Path) -> bool:
     """A ``documents`` folder holding a snapshot folder."""
@@ -160,13 +165,17 @@ def find_files(
 @dataclass
 class FilterReport:
     """What the filters of one unit removed: documents read, kept and removed, and per rule
-    the documents and tokens it removed (a document removed by several rules counts under
-    each, and once in ``removed``), how many had a null value, and a few document ids."""
+    the documents and characters it removed (a document removed by several rules counts under
+    each, and once in ``removed``), how many had a null value, and a few document ids; the
+    tokens removed too when ``count_tokens``, which costs tokenizing every removed document."""
 
     rules: list[str]
+    count_tokens: bool = False
+    missing: list[str] = field(default_factory=list)  # signals files and duplicate lists not there, relative to the corpus root
     read: int = 0
     kept: int = 0
     removed_documents: int = 0
+    removed_characters: int = 0
     removed_tokens: int = 0
     by_rule: dict[str, dict] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -177,17 +186,21 @@ class FilterReport:
             self.rule(name)
 
     def rule(self, name: str) -> dict:
-        return self.by_rule.setdefault(name, {"documents": 0, "tokens": 0, "null": 0, "examples": []})
+        return self.by_rule.setdefault(name, {"documents": 0, "characters": 0, "tokens": 0, "null": 0, "examples": []})
 
     def as_record(self) -> dict:
         order = [*self.rules, *sorted(n for n in self.by_rule if n not in self.rules)]
+        removed = {"documents": self.removed_documents, "characters": self.removed_characters}
+        if self.count_tokens:
+            removed["tokens"] = self.removed_tokens
         return {
             "rules": self.rules,
             "read": self.read,
             "kept": self.kept,
-            "removed": {"documents": self.removed_documents, "tokens": self.removed_tokens},
-            "by_rule": {n: self.by_rule[n] for n in order if n in self.by_rule},
+            "removed": removed,
+            "by_rule": {n: {k: v for k, v in self.by_rule[n].items() if k != "tokens" or self.count_tokens} for n in order if n in self.by_rule},
             "notes": self.notes,
+            "missing": self.missing,
             "samples": self.samples,
         }
 
@@ -201,12 +214,16 @@ class V2Reader:
     the rest is found by joining on ``id`` instead. A document is removed when it is listed as
     a duplicate (``dedup``), when a rule rejects it, or when it has no signals line (it cannot
     be judged). A missing or unreadable duplicate list is a note, and its documents are kept.
-    A missing or damaged signals file stops the unit there, as a damaged documents file does:
-    the documents judged before the damage are kept, those after it are left out (they cannot
-    be judged), and the error is recorded, so that a rerun redoes the unit.
+    A missing signals file (some are missing upstream) is a note too, and its documents are left
+    out, counted under ``missing_signals``: they cannot be judged. Either is listed in the
+    report's ``missing``, so that prepare redoes the unit once the file is there. A damaged
+    signals file stops the unit there, as a damaged documents file does: the documents judged
+    before the damage are kept, those after it are left out, and the error is recorded, so that
+    a rerun redoes the unit.
 
-    Set ``count_tokens`` (texts -> token counts) to have removed tokens counted; ``report``
-    holds the :class:`FilterReport` (with a small seeded sample of kept and removed documents).
+    Removed documents are counted in characters; :meth:`count_removed_tokens` has their tokens
+    counted too. ``report`` holds the :class:`FilterReport` (with a small
+    seeded sample of kept and removed documents).
     """
 
     def __init__(self, source: V2File, start: int = 0, end: int | None = None, strict: bool = False, bad: BadLines | None = None) -> None:
@@ -225,9 +242,18 @@ class V2Reader:
     def consumed(self) -> int:
         return self.documents.consumed
 
+    def count_removed_tokens(self, count: Callable[[list[str]], list[int]]) -> None:
+        """Count the tokens of the removed documents too, with ``count`` (texts -> token counts)."""
+        self.count_tokens = count
+        self.report.count_tokens = True
+
     @property
     def lines_read(self) -> int:
         return self.documents.lines_read
+
+    @property
+    def empty(self) -> int:
+        return self.documents.empty
 
     def __iter__(self) -> Iterator[Document]:
         source, report = self.source, self.report
@@ -238,14 +264,19 @@ class V2Reader:
                 yield doc
             return
         duplicates = self._duplicates() if source.dedup else frozenset()
-        signals = _SignalsFile(source) if source.rules else None
+        signals = None
+        if source.rules:
+            if source.signals is not None and source.signals.is_file():
+                signals = _SignalsFile(source)
+            else:
+                self._missing(source.signals, f"no signals file; its documents cannot be judged and were left out (counted under {NO_SIGNALS})")
         prefix = source.document_id_prefix
         try:
             for doc in self.documents:
                 doc_id = f"{prefix}/{doc.line - 1}"
                 hits = [DUPLICATE] if doc_id in duplicates else []
-                if signals is not None:
-                    found = signals.of(doc.line - 1, doc_id)
+                if source.rules:
+                    found = signals.of(doc.line - 1, doc_id) if signals is not None else None
                     if found is None:
                         hits.append(NO_SIGNALS)
                     else:
@@ -263,10 +294,16 @@ class V2Reader:
         finally:
             self.flush()
 
+    def _missing(self, path: Path | None, what: str) -> None:
+        """Note an input file that is not there (missing upstream, or not downloaded yet)."""
+        rel = path.relative_to(self.source.root).as_posix() if path is not None else "none"
+        self.report.missing.append(rel)
+        self.report.notes.append(f"{self.source.relpath}: {what} ({rel} missing)")
+
     def _duplicates(self) -> frozenset[str]:
         path = self.source.duplicates
         if path is None or not path.is_file():
-            self.report.notes.append(f"{self.source.relpath}: no duplicate list ({path.name if path else 'none'} missing); its documents were kept without exact deduplication")
+            self._missing(path, "no duplicate list; its documents were kept without exact deduplication")
             return frozenset()
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -282,9 +319,11 @@ class V2Reader:
     def _remove(self, doc: Document, doc_id: str, hits: list[str]) -> None:
         report = self.report
         report.removed_documents += 1
+        report.removed_characters += len(doc.text)
         for name in hits:
             entry = report.rule(name)
             entry["documents"] += 1
+            entry["characters"] += len(doc.text)
             if len(entry["examples"]) < EXAMPLE_IDS:
                 entry["examples"].append(doc_id)
         self._sample(doc.text, doc_id, hits)

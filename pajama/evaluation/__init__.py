@@ -55,7 +55,7 @@ def evaluate(
         micro_batch_size: perplexity: sequences per forward pass.
         block_size: perplexity: tokens per sequence (default: the model's context length).
         mixture: perplexity: subset weights of the overall loss (default: the checkpoint's training mixture, else LLaMA's).
-        accelerator: auto, cpu or cuda.
+        accelerator: auto, cpu, cuda or mps.
         precision: bf16-mixed, bf16-true, 16-mixed (autocast in that dtype) or 32-true; default: the fastest here (CPUs: measured).
         document_mask: perplexity: each token sees only its own document (see pretrain --document_mask); default: as the checkpoint was trained.
     """

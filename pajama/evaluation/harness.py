@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from pajama import PajamaError
+from pajama.chunks import write_atomic
 
 try:
     import lm_eval  # noqa: F401
@@ -137,7 +138,18 @@ class PajamaLM(TemplateLM):
         self.autocast, self.cache_dtype = autocast, cache_dtype
         self.share = share or Share()
         self.progress = progress
-        self.truncated = 0  # requests cut from the left to fit the context
+        self._truncated: set[int] = set()  # the contexts cut from the left to fit the model's, by hash
+
+    @property
+    def truncated(self) -> int:
+        """How many contexts (of any number of requests each) were cut from the left to fit the model's."""
+        return len(self._truncated)
+
+    def truncation_note(self) -> str | None:
+        """One line saying how many contexts were cut from the left (None: none was)."""
+        if not self._truncated:
+            return None
+        return f"note: {self.truncated} context(s) longer than the model's context of {self.max_length} tokens were cut from the left, as lm-evaluation-harness cuts them"
 
     @property
     def eot_token_id(self) -> int:
@@ -170,9 +182,9 @@ class PajamaLM(TemplateLM):
     def apply_chat_template(self, chat_history, add_generation_prompt=True) -> str:
         raise PajamaError("a pre-trained pajama model has no chat template: evaluate tasks written for base models (no --apply_chat_template)")
 
-    def _forward(self, idx: torch.Tensor, caches=None) -> torch.Tensor:
+    def _forward(self, idx: torch.Tensor, caches=None, positions: torch.Tensor | None = None) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast not in (None, torch.float32)):
-            return self.model(idx, caches)
+            return self.model(idx, caches, positions=positions)
 
     def _bar(self, total: int, desc: str):
         from pajama.progress import progress_bar
@@ -196,7 +208,7 @@ class PajamaLM(TemplateLM):
                 raise PajamaError(f"a task asks for the log-likelihood of {len(continuation)} tokens; the model's context holds {self.max_length}")
             whole = context + continuation
             if len(whole) > self.max_length + 1:
-                self.truncated += 1
+                self._truncated.add(hash(tuple(context)))
             rows.append((whole[-(self.max_length + 1) :], len(continuation)))
         order = sorted(range(len(rows)), key=lambda i: (-len(rows[i][0]), rows[i][0]))
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
@@ -214,20 +226,26 @@ class PajamaLM(TemplateLM):
 
     @torch.no_grad()
     def _score(self, rows: list[tuple[list[int], int]]) -> torch.Tensor:
-        """(sum of log-probabilities of the last ``n`` tokens, whether each is the most likely) per (tokens, n)."""
-        length = max(len(tokens) - 1 for tokens, _ in rows)
+        """(sum of log-probabilities of the last ``n`` tokens, whether each is the most likely) per
+        (tokens, n), left on the device: nothing waits for it here. Logits are made and normalised
+        (in fp32) at the continuations' positions only: at every position they would take
+        B x T x vocab x 4 bytes, 16.8 GB for 16 sequences of 2048 tokens over Llama 3's vocabulary."""
+        length, width = max(len(tokens) - 1 for tokens, _ in rows), max(n for _, n in rows)
         idx = torch.full((len(rows), length), self.tokenizer.eos_id, dtype=torch.long)
-        for r, (tokens, _) in enumerate(rows):
-            idx[r, : len(tokens) - 1] = torch.tensor(tokens[:-1])
-        logprobs = F.log_softmax(self._forward(idx.to(self.device)).float(), dim=-1)
-        out = torch.zeros(len(rows), 2, dtype=torch.float64, device=self.device)
+        positions = torch.zeros(len(rows), width, dtype=torch.long)  # where each continuation token is predicted; 0 past a shorter one's end
+        targets = torch.zeros(len(rows), width, dtype=torch.long)
+        scored = torch.zeros(len(rows), width, dtype=torch.bool)
         for r, (tokens, n) in enumerate(rows):
             end = len(tokens) - 1
-            lp = logprobs[r, end - n : end]
-            target = torch.tensor(tokens[-n:], device=self.device)
-            out[r, 0] = lp.gather(-1, target[:, None]).sum().double()
-            out[r, 1] = float(bool((lp.argmax(-1) == target).all()))
-        return out
+            idx[r, :end] = torch.tensor(tokens[:-1])
+            positions[r, :n] = torch.arange(end - n, end)
+            targets[r, :n] = torch.tensor(tokens[-n:])
+            scored[r, :n] = True
+        positions, targets, scored = (t.to(self.device) for t in (positions, targets, scored))
+        logprobs = F.log_softmax(self._forward(idx.to(self.device), positions=positions).float(), dim=-1)  # (B, width, vocab)
+        picked = logprobs.gather(-1, targets[..., None]).squeeze(-1).masked_fill(~scored, 0.0)
+        greedy = ((logprobs.argmax(-1) == targets) | ~scored).all(-1)
+        return torch.stack([picked.sum(-1).double(), greedy.double()], dim=-1)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Log-likelihood of whole texts (perplexity tasks): each cut into windows of the
@@ -265,7 +283,7 @@ class PajamaLM(TemplateLM):
                 raise PajamaError(f"task {request.task_name} generates up to {limit} tokens; the model's context is {self.max_length}")
             prompt = self.tok_encode(context)
             if len(prompt) > room:
-                self.truncated += 1
+                self._truncated.add(hash(tuple(prompt)))
             jobs.append((prompt[-room:], until, limit))
         texts = {}
         with self._bar(-(-len(jobs) // self.share.world), "generate") as bar:
@@ -286,7 +304,7 @@ class PajamaLM(TemplateLM):
 
         running = job is not None
         prompt, until, limit = job if running else ([self.tokenizer.bos_id], [], 1)
-        caches = [KVCache(1, self.config, self.device, self.cache_dtype) for _ in range(self.config.n_layer)]
+        caches = [KVCache(1, self.config, self.device, self.cache_dtype, capacity=len(prompt) + limit) for _ in range(self.config.n_layer)]
         logits = self._forward(torch.tensor([prompt], device=self.device), caches)[:, -1]
         out: list[int] = []
         text = ""
@@ -324,11 +342,18 @@ class Tasks:
     summaries: dict[str, dict[str, str]] = field(default_factory=dict)  # pajama group -> {task: metric}
 
     def columns(self) -> list[str]:
-        """The ``task/<task>/<metric>`` names :func:`flatten` gives, known before any run."""
-        out = []
-        for name, task in self.leaves.items():
-            filters = [getattr(f, "name", "none") for f in getattr(task, "_filters", [])] or ["none"]
-            out += [_column(name, metric, f) for f in filters for metric in task.aggregation()]
+        """The ``task/<task>/<metric>`` names :func:`flatten` gives, known before any run: each
+        task's metrics, each harness group's aggregates (``mmlu``'s acc over its subtasks) and
+        each pajama group's average."""
+        filters = {name: [getattr(f, "name", "none") for f in getattr(task, "_filters", [])] or ["none"] for name, task in self.leaves.items()}
+        out = [_column(name, metric, f) for name, task in self.leaves.items() for f in filters[name] for metric in task.aggregation()]
+        for group_name, group in (self.loaded.get("groups") or {}).items():
+            leaves = [t.task_name for t in group.get_all_tasks() if t.task_name in self.leaves]
+            for aggregate in group.aggregate_metric_list or []:
+                # As the harness aggregates: over the filters named, else over those its subtasks report the metric under.
+                named = [aggregate.filter_list] if isinstance(aggregate.filter_list, str) else aggregate.filter_list
+                found = sorted({f for leaf in leaves if aggregate.metric in self.leaves[leaf].aggregation() for f in filters[leaf]})
+                out += [_column(group_name, aggregate.metric, f) for f in (named or found)]
         return out + [f"task/{group}/average" for group in self.summaries]
 
 
@@ -534,7 +559,8 @@ def evaluate_tasks(
     ``output_path``, default ``<checkpoint>/lm_eval/results_<time>.json``) leaves them out.
     """
     import pajama.checkpoint as ckpt
-    from pajama.generate import inference_device, load_model
+    from pajama.generate import load_model
+    from pajama.hardware import device_type
     from pajama.precision import choose_precision, compute_dtype
 
     if batch_size < 1:
@@ -545,7 +571,7 @@ def evaluate_tasks(
         limit = int(limit)  # a number of examples (below 1: a fraction of them)
     if num_fewshot is not None and num_fewshot < 0:
         raise PajamaError(f"--num_fewshot must be >= 0, got {num_fewshot}")
-    device = inference_device(accelerator)
+    device = torch.device(device_type(accelerator))
     path = ckpt.resolve(Path(checkpoint))
     meta = ckpt.read_meta(path)
     tokenizer = ckpt.load_tokenizer_of(path, meta, tokenizer_path)  # before the weights: a missing tokenizer fails fast
@@ -561,11 +587,12 @@ def evaluate_tasks(
         model = model.to(dtype)  # 16-bit weights, as training in that precision holds them
     lm = PajamaLM(model, config, tokenizer, device, batch_size=batch_size, autocast=dtype, cache_dtype=dtype)
     results = run_tasks(lm, loaded, limit=limit)
-    if lm.truncated:
-        print(f"note: {lm.truncated} request(s) longer than the model's context of {config.block_size} tokens were cut from the left, as lm-evaluation-harness cuts them")
+    if lm.truncation_note():
+        print(lm.truncation_note())
     results["pajama"] = {
         "checkpoint": str(path), "step": meta.get("step"), "tokens": meta.get("tokens"), "tasks": task_names(tasks),
         "num_fewshot": num_fewshot, "limit": limit, "batch_size": batch_size, "precision": choice.precision, "device": str(device),
+        "truncated_contexts": lm.truncated,
     }  # fmt: skip
     print(format_table(results))
     output = Path(output_path).expanduser() if output_path else path / "lm_eval" / f"results_{datetime.datetime.now():%Y-%m-%dT%H-%M-%S}.json"
@@ -580,9 +607,7 @@ def write_json(results: dict, output: Path) -> None:
 
     output.parent.mkdir(parents=True, exist_ok=True)
     kept = {k: v for k, v in results.items() if k != "samples"}
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(json.dumps(kept, indent=2, default=handle_non_serializable, ensure_ascii=False))
-    os.replace(tmp, output)
+    write_atomic(output, json.dumps(kept, indent=2, default=handle_non_serializable, ensure_ascii=False).encode())
 
 
 def format_table(results: dict) -> str:

@@ -43,6 +43,7 @@ class TrainingTasks:
         self.batch_size, self.cache_dtype = batch_size, compute_dtype(precision)
         self.share = Share(fabric.global_rank, fabric.world_size)
         self.tasks = None
+        self.truncation_reported = False  # the same contexts are cut at every evaluation: said once
         if fabric.global_rank == 0:
             self.tasks = load_tasks(names, include_path)
         fabric.barrier()
@@ -53,7 +54,8 @@ class TrainingTasks:
 
     @torch.no_grad()
     def evaluate(self, fabric, model) -> dict[str, float]:
-        """``task/<task>/<metric>`` for every task, and ``eval_task_time`` (seconds)."""
+        """``task/<task>/<metric>`` for every task and group, and ``eval_task_time`` (seconds);
+        the first evaluation says how many contexts were cut from the left to fit the model."""
         start = time.perf_counter()
         model.eval()
         # Fabric's module runs the forward in the run's precision (autocast) itself.
@@ -62,4 +64,7 @@ class TrainingTasks:
         with contextlib.redirect_stderr(io.StringIO()):
             results = run_tasks(lm, self.tasks, limit=self.limit, bootstrap_iters=0, log_samples=False)
         model.train()
+        if lm.truncation_note() and not self.truncation_reported:
+            fabric.print(f"{lm.truncation_note()} (at every task evaluation)")
+            self.truncation_reported = True
         return flatten(results) | {"eval_task_time": time.perf_counter() - start}

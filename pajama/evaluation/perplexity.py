@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import pajama.checkpoint as ckpt
 from pajama import PajamaError
-from pajama.generate import inference_device, load_model
+from pajama.generate import load_model
+from pajama.hardware import device_type
 from pajama.loader import load_prepared
 from pajama.loader import mixture as mixture_weights
 from pajama.model import document_ids
@@ -55,7 +55,7 @@ def evaluate(
         micro_batch_size: sequences per forward pass.
         block_size: tokens per sequence (default: the model's context length).
         mixture: subset weights of the overall loss (default: the checkpoint's training mixture, else LLaMA's).
-        accelerator: auto, cpu or cuda.
+        accelerator: auto, cpu, cuda or mps.
         precision: bf16-mixed, bf16-true, 16-mixed (autocast in that dtype) or 32-true; default: the fastest here (CPUs: measured).
         document_mask: each token sees only its own document (see pretrain --document_mask); default: as the checkpoint was trained.
     """
@@ -63,7 +63,7 @@ def evaluate(
         raise PajamaError(f"--max_tokens must be >= 1, got {max_tokens}")
     if micro_batch_size < 1:
         raise PajamaError(f"--micro_batch_size must be >= 1, got {micro_batch_size}")
-    device = inference_device(accelerator)
+    device = torch.device(device_type(accelerator))
 
     path = ckpt.resolve(Path(checkpoint))
     meta = ckpt.read_meta(path)
@@ -106,8 +106,8 @@ def evaluate(
             raise PajamaError(f"{data.directory}: subset {name} holds token id {int(rows.max())}, outside the model's vocabulary of {config.vocab_size}")
         batch = torch.from_numpy(rows).to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            logits = model(batch[:, :-1], doc_ids=document_ids(batch[:, :-1], data.bos_id) if document_mask else None)
-        losses = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="none")
+            # Each token's fp32 loss, the logits never held whole (see pajama.loss).
+            losses = model(batch[:, :-1], doc_ids=document_ids(batch[:, :-1], data.bos_id) if document_mask else None, targets=batch[:, 1:], reduction="none")
         sums[name] += float(losses.double().sum())
 
     subsets = {}

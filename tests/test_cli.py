@@ -29,7 +29,7 @@ def torch_imported(*argv: str) -> bool:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["model", "7B"], ["model", "7B", "--devices", "8"], ["prepare", "--help"], ["download", "--help"],
+    [["--help"], ["model", "7B"], ["model", "--help"], ["prepare", "--help"], ["download", "--help"],
      ["data", "verify", "--help"], ["data", "inspect", "--help"], ["tokenizer", "train", "--help"], ["quickstart", "--help"],
      ["export", "--help"], ["import", "--help"], ["--version"]],  # fmt: skip
     ids=" ".join,
@@ -40,6 +40,7 @@ def test_commands_that_need_no_torch_start_without_it(argv):
 
 def test_a_command_that_needs_torch_imports_it():
     assert torch_imported("pretrain", "--help")  # the check above can see an import
+    assert torch_imported("model", "tiny", "--devices", "2")  # the memory plan traces the step
 
 
 def test_prepare_and_its_workers_run_without_torch(tmp_path, stdlib_texts, tokenizer_model, jsonl):

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,14 @@ def test_a_run_that_does_not_fit_is_refused_with_what_would(tmp_path, monkeypatc
     )  # fmt: skip
     with pytest.raises(PajamaError, match=r"tiny does not fit: micro-batch 16 of 256 tokens on 1 device\(s\) needs .* what fits: --activation_checkpointing"):
         pretrain(config)
+
+
+RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_fits_and_divides_on_the_hardware_it_names(recipe, tmp_path):
+    # The recipe's own devices, nodes and GPU (dry_run_gpu); its data paths need not exist.
+    result = pajama("pretrain", "--config", recipe, "--dry_run", "true", "--out_dir", tmp_path / "run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "dry run done: fits" in result.stdout

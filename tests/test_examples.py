@@ -27,11 +27,13 @@ def shown_commands() -> list[tuple[str, list[str]]]:
         defaults = dict(re.findall(r"(\w+)=\$\{\1:-([^}]*)\}", text))
         text = re.sub(r"\$\{?(\w+)(?::-([^}]*))?\}?", lambda m: defaults.get(m.group(1)) or m.group(2) or "8", text)
         for line in text.splitlines():
-            if "..." in line or "pajama" not in line:
+            if "pajama" not in line:
                 continue
             try:
                 tokens = shlex.split(line, comments=True)
             except ValueError:  # not a shell line
+                continue
+            if "..." in tokens:  # an elided command
                 continue
             for i, token in enumerate(tokens):
                 if token == "pajama" or (token == "pajama.cli" and tokens[i - 1] == "-m"):

@@ -13,11 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+import test_train
+from test_train import SMALL, losses, pajama, rows
 
 from pajama import PajamaError, checkpoint
 from pajama.training import EXIT_RANK_FAILED, TrainConfig, pretrain
 from pajama.training.config import save_every
-from test_train import SMALL, losses, pajama, prepared, rows  # noqa: F401 (prepared: the fixture)
+
+prepared = test_train.prepared  # the bundled sample, prepared: the fixture test_train.py uses
 
 TWO = ["--devices", "2", "--strategy", "fsdp"]
 
@@ -166,7 +169,6 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint_and_the_run_res
     resource.prlimit(job.pid, resource.RLIMIT_FSIZE, (size // 2, size // 2))
     _, err = job.communicate(timeout=120)
     assert job.returncode == 1 and "Traceback" not in err, err[-3000:]
-    final = checkpoint.checkpoint_dir(out, 6).resolve()
     (said,) = [line.split("]")[-1] for line in err.splitlines() if "pajama: error:" in line]  # after a progress bar's line
     assert said == (
         f"pajama: error: could not write checkpoint {checkpoint.checkpoint_dir(out, 6).resolve()} (File too large); the newest complete checkpoint, "
@@ -199,7 +201,7 @@ def test_verify_data_refuses_a_damaged_chunk_before_training(prepared, tmp_path)
     data, _ = prepared
     copy = tmp_path / "data"
     shutil.copytree(data, copy)
-    chunk = sorted(p for p in copy.rglob("*.bin"))[0]
+    chunk = min(copy.rglob("*.bin"))
     raw = bytearray(chunk.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     chunk.write_bytes(bytes(raw))

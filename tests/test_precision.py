@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pajama import PajamaError, memory
+from pajama import PajamaError
 from pajama.hardware import cpu_info
 from pajama.model_config import preset
 from pajama.precision import MatmulRates, choose_precision, cpu_choice, cuda_choice
@@ -73,15 +73,3 @@ def test_probe_is_quick_and_says_why():
     choice = choose_precision(None, "cpu", preset("7B"), 2048)
     assert time.perf_counter() - started < 5
     assert choice.reason.startswith(f"precision {choice.precision}: bf16 matmuls") and cpu_info().model in choice.reason
-
-
-def test_largest_that_fits_backs_off_until_a_try_succeeds():
-    tried = []
-
-    def fits(micro):  # what a GPU with room for 5 sequences answers
-        tried.append(micro)
-        return micro <= 5
-
-    assert memory.largest_that_fits([32, 16, 8, 4, 2, 1], fits) == 4
-    assert tried == [32, 16, 8, 4]
-    assert memory.largest_that_fits([8, 4], lambda m: False) == 0

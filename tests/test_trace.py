@@ -76,16 +76,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-FSDP_CASES = [("32-true", "none", 1, True), ("bf16-mixed", "full", 1, True), ("bf16-mixed", "none", 2, False), ("bf16-mixed", "selective", 2, True)]
+# Eight blocks: there the optimizer step's clipping, a foreach over every (DTensor) gradient, would
+# be the peak if the trace counted the global-shape tensors DTensor's sharding propagation makes.
+FSDP_SHAPES = {"gqa": SHAPES["gqa"], "deep": SHAPES["gqa"].replace(name="deep", n_layer=8, n_embd=256)}
+FSDP_CASES = [
+    ("gqa", "32-true", "none", 1, True), ("gqa", "bf16-mixed", "full", 1, True), ("gqa", "bf16-mixed", "none", 2, False),
+    ("gqa", "bf16-mixed", "selective", 2, True), ("deep", "bf16-mixed", "full", 1, True),
+]  # fmt: skip
+FSDP_REPEATS = 2  # each case measured twice on each rank
 
 
 def _fsdp_rank(rank: int, port: int, results) -> None:  # noqa
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2, init_method=f"tcp://127.0.0.1:{port}")
     mesh = init_device_mesh("cpu", (2,), mesh_dim_names=("data_parallel",))
-    for case in FSDP_CASES:
-        precision, recompute, accumulation, every = case
-        results.put((case, rank, measured_peak(functools.partial(real_step, SHAPES["gqa"], precision, recompute, accumulation, every, mesh))))
+    for case, _ in itertools.product(FSDP_CASES, range(FSDP_REPEATS)):
+        shape, precision, recompute, accumulation, every = case
+        results.put((case, rank, measured_peak(functools.partial(real_step, FSDP_SHAPES[shape], precision, recompute, accumulation, every, mesh))))
     dist.destroy_process_group()
 
 
@@ -96,16 +103,19 @@ def test_traced_fsdp_peak_matches_two_real_processes():
     ranks = [context.Process(target=_fsdp_rank, args=(rank, port, results)) for rank in range(2)]
     for p in ranks:
         p.start()
+    # The lowest of the ranks' and repeats': gloo runs the collectives in its own thread, and a rank's
+    # peak varies from run to run by a block's fp32 gradients or more, as that thread lets go of their
+    # buffers sooner or later.
     measured = {}
-    for _ in range(2 * len(FSDP_CASES)):
+    for _ in range(2 * FSDP_REPEATS * len(FSDP_CASES)):
         case, _rank, peak = results.get(timeout=300)
-        measured[case] = max(measured.get(case, 0), peak)
+        measured[case] = min(measured.get(case, peak), peak)
     for p in ranks:
         p.join(timeout=60)
         assert p.exitcode == 0
     for case in FSDP_CASES:
-        precision, recompute, accumulation, every = case
-        traced = trace_step(SHAPES["gqa"], 2, MICRO, precision=precision, activation_checkpointing=recompute, accumulation=accumulation, reduce_every_micro_batch=every)
+        shape, precision, recompute, accumulation, every = case
+        traced = trace_step(FSDP_SHAPES[shape], 2, MICRO, precision=precision, activation_checkpointing=recompute, accumulation=accumulation, reduce_every_micro_batch=every)
         assert traced.peak_bytes["total"] == pytest.approx(measured[case], rel=0.10), case
 
 
@@ -186,7 +196,7 @@ def test_step_time_estimate():
         ({"strategy": "zero"}, "strategy must be one of single, ddp, fsdp"),
         ({"strategy": "single", "world_size": 2}, "strategy single runs on one device"),
         ({"precision": "fp8"}, "precision must be one of"),
-        ({"activation_checkpointing": "some"}, "activation_checkpointing must be one of none, full, selective"),
+        ({"activation_checkpointing": "some"}, "activation_checkpointing must be one of none, selective, full"),
         ({"device": "mps"}, "device must be one of cpu, cuda"),
     ],
 )

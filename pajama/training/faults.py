@@ -258,8 +258,8 @@ def _dump_nccl_trace(path: Path) -> None:
         return
     try:
         path.write_bytes(dump())
-    except Exception:  # no NCCL process group, or no buffer: the Python stacks are written anyway
-        pass
+    except RuntimeError:  # no NCCL process group, or no buffer: the Python stacks are written anyway
+        return
 
 
 @contextmanager
@@ -310,19 +310,15 @@ def supervise_restarts(config: TrainConfig) -> None:
     running: list[subprocess.Popen] = []
     for sig in (signal.SIGTERM, signal.SIGUSR1):  # preemption's signals are for the run
         signal.signal(sig, lambda signum, frame: running[-1].send_signal(signum))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the run from the terminal itself
+    # Ctrl-C reaches the run from the terminal itself. (A handler, not SIG_IGN: children would inherit that.)
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
     for attempt in range(config.max_restarts + 1):
-        running.append(subprocess.Popen(command, env=dict(os.environ, **{RESTART_ENV: str(attempt)}), preexec_fn=_default_sigint))
+        running.append(subprocess.Popen(command, env=dict(os.environ, **{RESTART_ENV: str(attempt)})))
         code = running[-1].wait()
         code = 128 - code if code < 0 else code  # killed by a signal: as a shell reports it
         if code in NOT_RESTARTED or attempt == config.max_restarts:
             raise SystemExit(code)
         print(f"pajama: the run ended with exit {code}: restart {attempt + 1} of {config.max_restarts}, from the newest complete checkpoint", file=sys.stderr, flush=True)
-
-
-def _default_sigint() -> None:
-    """The run takes Ctrl-C as any command does (its supervisor ignores it, and ignoring is inherited)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _external_launcher() -> str | None:

@@ -9,7 +9,10 @@ accumulation, the chunked loss, backward, clipping, AdamW), and three observers 
 
 * memory: PyTorch's ``FSDPMemTracker`` / ``MemTracker``, which follow every storage from creation
   to release; the peak is reported by category, per device. Traced on a CPU it matches the
-  allocator's own count of the same real step (tests/test_trace.py).
+  allocator's own count of the same real step (tests/test_trace.py). DTensor's sharding
+  propagation runs unseen by it: under the trace it makes its global-shape fake tensors in the
+  trace's own fake mode, which the tracker would count (a foreach over every gradient, as
+  clipping's, held the whole model in fp32 on every device).
 * FLOPs: ``torch.utils.flop_counter``'s formulas on every operator, per device per optimizer step:
   matmuls and attention over all T x T pairs, causal or not, as PaLM's 6N + 12LdT counts them,
   plus 2LdT per token for flash attention's backward, which computes the scores again.
@@ -163,7 +166,7 @@ def trace_step(
     _init_fake_process_group(world_size)
     try:
         mesh = _fake_mesh(world_size) if fsdp else None
-        with _fake_tensors(), _attention_as_on(device):
+        with _fake_tensors(), _attention_as_on(device), _sharding_propagation_unobserved():
             say(f"building {config.name} on {world_size} fake device(s)")
             model, optimizer = build(config, precision, activation_checkpointing, mesh, fused_adamw=device == "cuda" and precision != "16-mixed")
             tokens = torch.randint(0, config.vocab_size, (micro_batch_size, seq_len + 1))
@@ -247,6 +250,37 @@ def _attention_as_on(device: str):
         yield
     finally:
         model_module.shares_kv_heads = original
+
+
+@contextlib.contextmanager
+def _sharding_propagation_unobserved():
+    """DTensor's sharding propagation runs with the fake tensor mode alone, unseen by the observers.
+
+    It works out an operator's output by running it again on fake tensors of the global (unsharded)
+    shapes, in the fake mode it finds active: under the trace, the trace's own, so PyTorch's memory
+    tracker takes them for tensors the step allocates (it skips only those of another fake mode, as
+    they are in a real run). A foreach operator over every gradient (clipping's scaling) then holds
+    all of them at once: the whole model in fp32 on every device, whatever the world size."""
+    from torch._guards import detect_fake_mode
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    try:
+        from torch.distributed.tensor._sharding_prop import ShardingPropagator
+
+        original = ShardingPropagator._propagate_tensor_meta_non_cached
+    except (ImportError, AttributeError) as e:
+        raise TraceUnavailable(f"tracing a step needs DTensor's ShardingPropagator._propagate_tensor_meta_non_cached, which torch {torch.__version__} lacks") from e
+
+    def propagate_alone(self, op_schema):
+        fake_mode = detect_fake_mode()
+        with _disable_current_modes(), fake_mode or contextlib.nullcontext():
+            return original(self, op_schema)
+
+    ShardingPropagator._propagate_tensor_meta_non_cached = propagate_alone
+    try:
+        yield
+    finally:
+        ShardingPropagator._propagate_tensor_meta_non_cached = original
 
 
 def build(config: ModelConfig, precision: str, recompute: str, mesh=None, fused_adamw: bool = False):

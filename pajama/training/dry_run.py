@@ -46,7 +46,7 @@ def dry_run(config: TrainConfig) -> None:
     micro = config.micro_batch_size
     say = _say
     say(f"dry run: {model_config.name} ({model_config.num_parameters():,} parameters, context {model_config.block_size}, vocab {model_config.vocab_size}) "
-        f"on {world} {gpu.name if gpu else 'CPU process'}(es) ({config.devices} x {config.num_nodes} nodes), {strategy}, {precision}")  # fmt: skip
+        f"on {world} x {gpu.name if gpu else 'CPU process'} ({config.devices} per node x {config.num_nodes} node(s)), {strategy}, {precision}")  # fmt: skip
     if micro == "auto" or recompute == "auto":
         limit = max(1, config.batch_size // world)
         chosen = choose(model_config, world, micro, recompute, budget, limit, precision, strategy, device, reduce_every, log=say, document_mask=config.document_mask)
